@@ -1,0 +1,1 @@
+"""eventshop notifier service."""

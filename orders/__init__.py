@@ -1,0 +1,1 @@
+"""eventshop orders service."""

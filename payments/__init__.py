@@ -1,0 +1,1 @@
+"""eventshop payments service."""

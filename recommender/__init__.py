@@ -1,0 +1,1 @@
+"""eventshop recommender service."""

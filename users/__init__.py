@@ -1,0 +1,1 @@
+"""eventshop users service."""
