@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import aio_pika
-import pytest
 
 from events.bus import H_ATTEMPT, H_ERROR, H_ROUTING_KEY, Broker, Consumer, current_delivery
 from events.contracts import CloudEvent, PaymentCompleted, UserRegistered
@@ -132,7 +131,9 @@ async def test_unparseable_message_is_parked_and_next_message_still_handled(
     await consumer.stop()
 
 
-async def test_handler_that_recovers_on_retry_is_handled_once(broker: Broker, amqp_url: str) -> None:
+async def test_handler_that_recovers_on_retry_is_handled_once(
+    broker: Broker, amqp_url: str
+) -> None:
     calls: list[int] = []
 
     async def flaky(event: PaymentCompleted, ctx: Any) -> None:
@@ -141,7 +142,9 @@ async def test_handler_that_recovers_on_retry_is_handled_once(broker: Broker, am
             raise ConnectionError("transient")
 
     name = service_name()
-    consumer = Consumer(broker, name, {PaymentCompleted: flaky}, None, retry_delays=TEST_RETRY_DELAYS)
+    consumer = Consumer(
+        broker, name, {PaymentCompleted: flaky}, None, retry_delays=TEST_RETRY_DELAYS
+    )
     await consumer.start()
     await publish_event(
         amqp_url,

@@ -49,7 +49,9 @@ async def test_committed_event_is_published_by_relay_without_waiting_for_poll(
         relay.cancel()
 
 
-async def test_aborted_transaction_publishes_nothing(store: Store, broker: Broker, tap: Any) -> None:
+async def test_aborted_transaction_publishes_nothing(
+    store: Store, broker: Broker, tap: Any
+) -> None:
     async def work(tx: Tx) -> None:
         await tx.record(user(1))
         raise ValueError("business rule violated after recording")
@@ -118,7 +120,9 @@ async def test_two_relays_publish_each_event_once(store: Store, amqp_url: str, t
             await b.close()
 
 
-async def test_duplicate_delivery_has_one_effect(store: Store, broker: Broker, amqp_url: str) -> None:
+async def test_duplicate_delivery_has_one_effect(
+    store: Store, broker: Broker, amqp_url: str
+) -> None:
     # given a handler whose effect goes through the inbox
     async def on_user_registered(event: UserRegistered, ctx: Store) -> None:
         async def work(tx: Tx) -> None:
@@ -128,7 +132,9 @@ async def test_duplicate_delivery_has_one_effect(store: Store, broker: Broker, a
 
         await ctx.handle_once(work)
 
-    consumer = Consumer(broker, f"svc-{uuid.uuid4().hex[:8]}", {UserRegistered: on_user_registered}, store)
+    consumer = Consumer(
+        broker, f"svc-{uuid.uuid4().hex[:8]}", {UserRegistered: on_user_registered}, store
+    )
     await consumer.start()
     # when the same event is delivered three times
     await publish_event(amqp_url, user(1), times=3)

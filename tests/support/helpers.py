@@ -26,7 +26,9 @@ async def publish_raw(url: str, routing_key: str, body: bytes, *, message_id: st
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await channel.declare_exchange(
+            EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         await exchange.publish(
             aio_pika.Message(
                 body,
@@ -40,8 +42,13 @@ async def publish_raw(url: str, routing_key: str, body: bytes, *, message_id: st
 
 
 async def publish_event(
-    url: str, event: Event, *, event_id: str | None = None, correlationid: str | None = None,
-    times: int = 1, source: str = "/tests",
+    url: str,
+    event: Event,
+    *,
+    event_id: str | None = None,
+    correlationid: str | None = None,
+    times: int = 1,
+    source: str = "/tests",
 ) -> CloudEvent:
     """Publish a well-formed event ``times`` times with the same id (a duplicate delivery)."""
     envelope = CloudEvent.wrap(event, source=source, event_id=event_id, correlationid=correlationid)

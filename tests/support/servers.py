@@ -148,7 +148,12 @@ def _mongo_container() -> Iterator[str]:
         deadline = time.monotonic() + 60
         while True:
             result = container.exec(
-                ["mongosh", "--quiet", "--eval", "try { rs.status().ok } catch (e) { rs.initiate().ok }"]
+                [
+                    "mongosh",
+                    "--quiet",
+                    "--eval",
+                    "try { rs.status().ok } catch (e) { rs.initiate().ok }",
+                ]
             )
             if result.exit_code == 0 and b"1" in result.output:
                 break

@@ -37,7 +37,9 @@ class EventTap:
         out = [json.loads(m.body) for m in self.messages]
         return [e for e in out if type_ is None or e.get("type") == type_]
 
-    async def wait_for(self, type_: str, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, type_: str, count: int = 1, timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
         async def enough() -> list[dict[str, Any]]:
             found = self.events(type_)
             return found if len(found) >= count else []

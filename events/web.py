@@ -1,0 +1,174 @@
+"""What both HTTP services share: the runtime in the FastAPI lifespan, correlation ids,
+health and metrics endpoints, and error handling that never leaks a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pymongo.errors import ConnectionFailure, PyMongoError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from events import logs
+from events.runtime import Bootstrap, Runtime, parse_args
+from events.settings import ServiceSettings
+from events.tracing import configure_tracing
+
+log = logging.getLogger("events.web")
+
+S = TypeVar("S", bound=ServiceSettings)
+CORRELATION_HEADER = "X-Correlation-ID"
+
+REQUESTS = Counter(
+    "eventshop_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "eventshop_http_request_seconds", "HTTP request latency", ["service", "method", "route"]
+)
+
+
+def runtime_lifespan(settings: ServiceSettings, bootstrap: Bootstrap) -> Callable[[FastAPI], Any]:
+    """A lifespan that connects (waiting for MongoDB and RabbitMQ), wires the service with
+    ``bootstrap`` and starts its consumers and relays; on shutdown, stops them gracefully."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        await runtime.connect()
+        await bootstrap(runtime)
+        await runtime.start()
+        log.info("%s ready", settings.service_name)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return lifespan
+
+
+class CorrelationMiddleware:
+    """Take ``X-Correlation-ID`` from the request (or make one), bind it to every log line
+    and event of the request, return it in the response, and count the request."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(CORRELATION_HEADER.lower().encode())
+        correlationid = _clean(incoming.decode("latin-1")) if incoming else None
+        correlationid = correlationid or str(uuid.uuid4())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((CORRELATION_HEADER.encode(), correlationid.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        with logs.bind(correlationid=correlationid):
+            try:
+                await self.app(scope, receive, send_with_header)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", None) or "unmatched"
+                REQUESTS.labels(self.service, scope["method"], path, str(status)).inc()
+                LATENCY.labels(self.service, scope["method"], path).observe(
+                    time.perf_counter() - started
+                )
+
+
+def _clean(value: str) -> str | None:
+    value = value.strip()
+    if 0 < len(value) <= 128 and all(c.isalnum() or c in "-_.:" for c in value):
+        return value
+    return None
+
+
+def common_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/health/ready")
+    async def ready(request: Request) -> JSONResponse:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks = await runtime.health() if runtime is not None else {"started": False}
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def install_common(app: FastAPI, service: str) -> None:
+    """Health, metrics, correlation ids and error handlers on a service's app."""
+    app.include_router(common_router())
+    app.add_middleware(CorrelationMiddleware, service=service)
+
+    @app.exception_handler(ConnectionFailure)
+    async def database_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
+        log.warning("database unreachable: %s", exc)
+        return JSONResponse(
+            {"detail": "the database is unreachable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(PyMongoError)
+    async def database_error(request: Request, exc: PyMongoError) -> JSONResponse:
+        log.error("database error: %r", exc)
+        return JSONResponse({"detail": "internal database error"}, status_code=500)
+
+
+def run_http(
+    settings_cls: type[S],
+    create_app: Callable[[S], FastAPI],
+    *,
+    port: Callable[[S], int],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """``python -m <http service>``: serve with uvicorn until SIGTERM, then exit 0."""
+    settings = settings_cls()
+    parse_args(settings.service_name, description, argv)
+    logs.configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    configure_tracing(settings.service_name)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host="0.0.0.0",
+        port=port(settings),
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    sys.exit(0 if server.started else 1)
