@@ -56,7 +56,7 @@ async def test_aborted_transaction_publishes_nothing(
         await tx.record(user(1))
         raise ValueError("business rule violated after recording")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="business rule"):
         await store.transaction(work)
     assert await store.outbox.pending_count() == 0
     assert await store.outbox.publish_pending(broker) == 0
