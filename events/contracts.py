@@ -24,7 +24,13 @@ from pydantic import (
 #: Money travels as a decimal string ("19.90"), never a float.
 Money = Annotated[
     Decimal,
-    Field(max_digits=14, decimal_places=2, allow_inf_nan=False),
+    Field(
+        max_digits=14,
+        decimal_places=2,
+        allow_inf_nan=False,
+        # The exported JSON Schema says what the wire carries: a decimal string.
+        json_schema_extra={"pattern": r"^-?\d{1,12}(\.\d{1,2})?$", "examples": ["19.90"]},
+    ),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="always"),
 ]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
