@@ -411,7 +411,9 @@ class Consumer:
                     return
                 await message.ack()
                 METRICS.consumed(self.service, envelope.type, time.perf_counter() - started)
-                log.debug("handled")
+                log.info(
+                    "handled %s in %.1f ms", envelope.type, (time.perf_counter() - started) * 1000
+                )
         finally:
             _delivery.reset(token)
 
