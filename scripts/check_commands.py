@@ -14,7 +14,8 @@ SERVICES = ("users", "orders", "payments", "notifier", "analytics", "recommender
 def main() -> int:
     compose = yaml.safe_load(Path("compose.yaml").read_text())
     procfile = dict(
-        line.split(":", 1) for line in Path("Procfile").read_text().splitlines()
+        line.split(":", 1)
+        for line in Path("Procfile").read_text().splitlines()
         if line and not line.startswith("#")
     )
     problems = []

@@ -22,7 +22,7 @@ class Sink:
         self.folder = folder
         self.count = 0
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.count += 1
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.count:05d}.eml"
