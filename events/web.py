@@ -3,8 +3,12 @@ health and metrics endpoints, and error handling that never leaks a traceback.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -44,7 +48,7 @@ def runtime_lifespan(settings: ServiceSettings, bootstrap: Bootstrap) -> Callabl
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
-        await runtime.connect()
+        await _connect_or_exit_on_signal(runtime)
         await bootstrap(runtime)
         await runtime.start()
         log.info("%s ready", settings.service_name)
@@ -54,6 +58,33 @@ def runtime_lifespan(settings: ServiceSettings, bootstrap: Bootstrap) -> Callabl
             await runtime.stop()
 
     return lifespan
+
+
+async def _connect_or_exit_on_signal(runtime: Runtime) -> None:
+    """Wait for MongoDB and RabbitMQ; a SIGTERM while waiting exits 0 at once.
+
+    uvicorn only looks at its exit flag once startup has finished, so without this a
+    service whose dependencies are down would ignore SIGTERM until they came up.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        await runtime.connect()  # tests drive the lifespan themselves
+        return
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    connecting = asyncio.ensure_future(runtime.connect())
+    for sig in signals:
+        loop.add_signal_handler(sig, connecting.cancel)
+    try:
+        await connecting
+    except asyncio.CancelledError:
+        log.info("stopped before dependencies were reachable")
+        logging.shutdown()
+        os._exit(0)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, previous[sig])
 
 
 class CorrelationMiddleware:
