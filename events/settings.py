@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ServiceSettings(BaseSettings):
@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
     prefetch: int = Field(default=16, ge=1, le=1000)
     #: Delays in seconds before the 2nd, 3rd, ... attempt of a failing handler; the message
     #: is parked in ``<service>.dlq`` after ``len(retry_delays) + 1`` attempts.
-    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (1.0, 5.0, 30.0)
     #: Opt-in Prometheus endpoint for workers (HTTP services serve ``/metrics`` anyway).
     metrics_port: int | None = None
     #: How often the outbox relay looks for pending events when nothing woke it.
