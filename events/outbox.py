@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 from events import logs as elog
 from events.contracts import CloudEvent, Event, utcnow
 from events.metrics import METRICS
-from events.tracing import current_traceparent
+from events.tracing import current_traceparent, publish_span
 
 if TYPE_CHECKING:
     from events.bus import Broker
@@ -110,7 +110,12 @@ class Outbox:
         envelopes = [
             (CloudEvent.model_validate_json(doc["body"]), doc["routing_key"]) for doc in claimed
         ]
+        spans = [publish_span(env, key) for env, key in envelopes]
         errors = await broker.publish_many(envelopes)
+        for span, err in zip(spans, errors, strict=True):
+            if err is not None:
+                span.record_exception(err)
+            span.end()
         sent = [doc["_id"] for doc, err in zip(claimed, errors, strict=True) if err is None]
         failed = [doc["_id"] for doc, err in zip(claimed, errors, strict=True) if err is not None]
         done = utcnow()

@@ -73,7 +73,19 @@ def consume_span(service: str, envelope: CloudEvent) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def span(name: str, **attributes: str) -> Iterator[None]:
-    with _tracer.start_as_current_span(name, attributes=attributes):
-        yield
+def publish_span(envelope: CloudEvent, routing_key: str) -> trace.Span:
+    """A span for the relay's publish of a stored event, a child of the span that recorded
+    it (the relay runs later, in its own task). The caller ends it."""
+    parent = (
+        propagate.extract({"traceparent": envelope.traceparent}) if envelope.traceparent else None
+    )
+    return _tracer.start_span(
+        f"publish {envelope.type}",
+        context=parent,
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": routing_key,
+            "messaging.message.id": envelope.id,
+        },
+    )
