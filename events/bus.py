@@ -306,14 +306,19 @@ class Consumer:
             self.max_attempts,
         )
 
-    def is_healthy(self) -> bool:
+    async def is_healthy(self) -> bool:
         """False once the consumer channel is closed (a broker-cancelled consumer included)."""
-        return (
-            not self._stopping
-            and self._channel is not None
-            and not self._channel.is_closed
-            and self.broker.is_connected()
-        )
+        if self._stopping or self._channel is None or self._channel.is_closed:
+            return False
+        if not self.broker.is_connected():
+            return False
+        try:
+            # A Basic.Cancel from the broker (queue deleted, node lost) removes the tag
+            # from the underlying channel while the channel itself stays open.
+            underlay = await self._channel.get_underlay_channel()
+            return self._tag in getattr(underlay, "consumers", {})
+        except Exception:  # the underlying channel is gone: reconnecting
+            return False
 
     async def stop(self, *, grace: float = 30.0) -> None:
         """Stop taking messages, let the ones in hand finish, close the channel."""

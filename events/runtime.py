@@ -137,9 +137,8 @@ class Runtime:
             except Exception:
                 checks["mongodb"] = False
         if self._started:
-            checks["consumers"] = all(c.is_healthy() for c in self.consumers) and all(
-                s.is_healthy() for s in self.rpc_servers
-            )
+            consumers = [await c.is_healthy() for c in self.consumers]
+            checks["consumers"] = all(consumers) and all(s.is_healthy() for s in self.rpc_servers)
         return checks
 
 
@@ -204,7 +203,9 @@ async def _serve_worker(settings: ServiceSettings, bootstrap: Bootstrap) -> int:
         # A consumer the broker cancelled is not re-created by the robust connection; when
         # the connection is fine but a consumer stays closed, exit and let the supervisor
         # restart us rather than sit idle while reporting nothing.
-        if runtime.broker.is_connected() and not all(c.is_healthy() for c in runtime.consumers):
+        if runtime.broker.is_connected() and not all(
+            [await c.is_healthy() for c in runtime.consumers]
+        ):
             unhealthy_since = unhealthy_since or loop.time()
             if loop.time() - unhealthy_since > 30:
                 log.error("a consumer stayed closed for 30s while connected; exiting")

@@ -173,11 +173,11 @@ async def test_consumer_resumes_after_broker_drops_the_connection(amqp_url: str)
     await eventually(lambda: _async(seen == ["u1"]), what="first event")
     # when the connection is cut and comes back
     proxy.cut()
-    await eventually(lambda: _async(not consumer.is_healthy()), what="consumer notices the cut")
+    await eventually(lambda: _not(consumer.is_healthy()), what="consumer notices the cut")
     await publish_event(amqp_url, user(2))
     proxy.restore()
     # then the consumer is really back (not only the connection) and gets the next event
-    await eventually(lambda: _async(consumer.is_healthy()), timeout=30, what="reconnect")
+    await eventually(lambda: consumer.is_healthy(), timeout=30, what="reconnect")
     await eventually(lambda: _async("u2" in seen), timeout=30, what="event after reconnect")
     await consumer.stop()
     await broker.close()
@@ -213,3 +213,29 @@ async def _async(value: Any) -> Any:
 async def _at_least(coro: Any, n: int) -> Any:
     items = await coro
     return items if len(items) >= n else []
+
+
+async def test_consumer_cancelled_by_broker_reports_unhealthy(
+    broker: Broker, amqp_url: str
+) -> None:
+    # given a healthy consumer
+    async def on_user_registered(event: UserRegistered, ctx: Any) -> None:
+        return None
+
+    name = service_name()
+    consumer = Consumer(broker, name, {UserRegistered: on_user_registered}, None)
+    await consumer.start()
+    assert await consumer.is_healthy()
+    # when the broker cancels it (its queue is deleted) while the connection stays up
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
+    # then readiness tells the truth
+    await eventually(lambda: _not(consumer.is_healthy()), what="unhealthy consumer")
+    assert broker.is_connected()
+    await consumer.stop()
+
+
+async def _not(coro: Any) -> bool:
+    return not await coro
