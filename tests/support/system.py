@@ -104,7 +104,7 @@ class System:
                 out.append({"raw": line})
         return out
 
-    def signal(self, service: str, sig: int) -> None:
+    def send_signal(self, service: str, sig: int) -> None:
         self.procs[service].send_signal(sig)
 
     def stop(self, service: str, *, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
