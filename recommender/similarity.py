@@ -124,20 +124,36 @@ class ItemCF:
         self.together: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.neighbours: dict[str, list[Scored]] = {}
 
+    @classmethod
+    def fit(cls, orders: Iterable[tuple[str, Iterable[str]]], *, neighbours: int = 50) -> ItemCF:
+        """Learn a whole history of paid ``(customer, items)`` orders, then compute every
+        neighbour list once: the same model :meth:`add` keeps up one order at a time."""
+        model = cls(neighbours=neighbours)
+        for customer, bought in orders:
+            model._count(customer, bought)
+        for item in model.buyers:
+            model._refresh(item)
+        return model
+
     def add(self, customer: str, bought: Iterable[str]) -> None:
         """One paid order; refreshes the neighbour lists it affects, as the store does."""
+        change = self._count(customer, bought)
+        for item in affected(change, self.together):
+            self._refresh(item)
+
+    def _count(self, customer: str, bought: Iterable[str]) -> Learned:
         change = learn(self.owned[customer], bought)
-        if not change.new_items:
-            return
         self.owned[customer].extend(change.new_items)
         for item in change.new_items:
             self.buyers[item] += 1
         for a, b in change.pairs:
             self.together[a][b] += 1
-        for item in affected(change, self.together):
-            self.neighbours[item] = top_neighbours(
-                self.buyers[item], self.together[item], self.buyers, self.k
-            )
+        return change
+
+    def _refresh(self, item: str) -> None:
+        self.neighbours[item] = top_neighbours(
+            self.buyers[item], self.together[item], self.buyers, self.k
+        )
 
     def recommend(self, customer: str, limit: int) -> tuple[list[Scored], str]:
         owned = self.owned.get(customer, [])
