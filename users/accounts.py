@@ -84,12 +84,16 @@ class Accounts:
 
     async def whose(self, token: str) -> User:
         """The account a bearer token is for. Raises :class:`events.auth.InvalidToken`."""
-        principal = auth.verify(
-            token,
-            self.tokens.verification_keys(),
-            issuer=self.tokens.issuer,
-            audience=self.tokens.audience,
-        )
+        try:
+            principal = auth.verify(
+                token,
+                self.tokens.verification_keys(),
+                issuer=self.tokens.issuer,
+                audience=self.tokens.audience,
+            )
+        except (ValueError, TypeError) as exc:
+            # A token crafted to trip the JWT library is still just an invalid token.
+            raise auth.InvalidToken(f"unusable token: {exc!r}") from exc
         user = await self.store.get(principal.user_id)
         if user is None:
             raise auth.InvalidToken(f"no account {principal.user_id!r}")

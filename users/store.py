@@ -7,13 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from events.store import Document, Store, Tx
 
 USERNAME_INDEX = "username_key_unique"
 EMAIL_INDEX = "email_unique"
 ACTIVE_KEY_ID = "active"
+_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT = 85, 86
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,22 @@ class UsersStore(Store):
         await self.login_failures.create_index(
             [("username_key", ASCENDING), ("at", DESCENDING)], name="by_username"
         )
-        # Failures older than the window no longer count; let the server clean them up.
-        await self.login_failures.create_index(
-            "at", expireAfterSeconds=int(self.failure_window.total_seconds()) + 60, name="expiry"
-        )
+        await self._expire_login_failures(int(self.failure_window.total_seconds()) + 60)
+
+    async def _expire_login_failures(self, seconds: int) -> None:
+        """Failures older than the window no longer count; let the server delete them. A
+        restart with another LOGIN_FAILURE_WINDOW_SECONDS changes the existing index."""
+        try:
+            await self.login_failures.create_index("at", expireAfterSeconds=seconds, name="expiry")
+        except OperationFailure as exc:
+            if exc.code not in (_INDEX_OPTIONS_CONFLICT, _INDEX_KEY_SPECS_CONFLICT):
+                raise
+            await self.db.command(
+                {
+                    "collMod": self.login_failures.name,
+                    "index": {"name": "expiry", "expireAfterSeconds": seconds},
+                }
+            )
 
     # -- accounts -------------------------------------------------------------------------
     async def add_user(self, tx: Tx, user: User) -> None:

@@ -232,3 +232,21 @@ async def test_no_log_line_carries_a_password_or_its_hash(
         line = f"{record.getMessage()} {record.__dict__}"
         for secret in (PASSWORD, "wrong-password", "short-pw", stored):
             assert secret not in line, record
+
+
+async def test_a_restart_with_another_failure_window_uses_it(
+    make_settings: Callable[..., Settings], mongo: Any, db_prefix: str
+) -> None:
+    async with running_app(create_app(make_settings(Settings, **FAST_ARGON2))):
+        pass
+    shorter = make_settings(Settings, login_failure_window_seconds=60, **FAST_ARGON2)
+
+    async with running_app(create_app(shorter)) as users:
+        codes = [(await login(users, "ghost", f"guess-{i}")).status_code for i in range(5)]
+        locked = await login(users, "ghost", "guess-6")
+
+    assert codes == [401] * 5
+    assert locked.status_code == 429
+    assert 0 < int(locked.headers["retry-after"]) <= 60
+    indexes = await mongo[f"{db_prefix}users"]["login_failures"].index_information()
+    assert indexes["expiry"]["expireAfterSeconds"] == 120
