@@ -201,5 +201,11 @@ def run_http(
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    # Once shut down, uvicorn re-raises the signal that stopped it to whatever handler was
+    # there before; with the default one the process would die of SIGTERM (status 143)
+    # after a clean stop. A no-op handler (not SIG_IGN, which child processes would
+    # inherit) swallows the replay, so the process exits 0 as the contract says.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     server.run()
     sys.exit(0 if server.started else 1)
