@@ -8,6 +8,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 
 from orders.api import _jsonable, decode_cursor, encode_cursor
+from orders.store import page_key
 
 
 def test_a_cursor_round_trips_and_is_opaque() -> None:
@@ -37,3 +38,17 @@ def test_error_bodies_survive_inputs_json_cannot_carry() -> None:
         "ctx": {"n": "nan"},
         "loc": ["body", 0],
     }
+
+
+def test_page_keys_sort_like_creation_time_then_id() -> None:
+    t = datetime(2026, 12, 4, 15, 0, 0, 123456, tzinfo=UTC)
+    keys = [
+        (t.replace(year=999), "z"),
+        (t.replace(microsecond=0), "z"),
+        (t, "a"),
+        (t, "b"),
+        (t.replace(second=1), "a"),
+    ]
+
+    assert sorted(keys, key=page_key) == keys
+    assert page_key((t, "id-1")) == "2026-12-04T15:00:00.123Z|id-1"
