@@ -134,6 +134,9 @@ class Broker:
     only weakly are not restored after a reconnect.
     """
 
+    #: Publishes of one :meth:`publish_many` call in flight at once (awaiting confirms).
+    PUBLISH_WINDOW = 1000
+
     def __init__(self, url: str, *, name: str) -> None:
         self.url = url
         self.name = name
@@ -182,9 +185,21 @@ class Broker:
     async def publish_many(
         self, items: Sequence[tuple[CloudEvent, str]], *, timeout: float = 10
     ) -> list[BaseException | None]:
-        """Publish concurrently and wait for all confirms; returns one error or None each."""
+        """Publish concurrently and wait for all confirms; returns one error or None each.
+
+        At most :attr:`PUBLISH_WINDOW` publishes are in flight at once: aiormq writes one
+        publish at a time under the channel lock, and each ``timeout`` starts when its
+        publish does, so gathering a large batch unbounded makes the last ones time out
+        while merely queued behind the first (20000 at once: thousands of TimeoutErrors).
+        """
+        window = asyncio.Semaphore(self.PUBLISH_WINDOW)
+
+        async def one(envelope: CloudEvent, key: str) -> None:
+            async with window:
+                await self.publish(envelope, key, timeout=timeout)
+
         results = await asyncio.gather(
-            *(self.publish(env, key, timeout=timeout) for env, key in items),
+            *(one(env, key) for env, key in items),
             return_exceptions=True,
         )
         return [r if isinstance(r, BaseException) else None for r in results]
