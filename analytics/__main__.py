@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from pymongo.errors import PyMongoError
-from rich.console import Console
 
 from analytics.bootstrap import bootstrap
 from analytics.config import Settings
-from analytics.report import build_report, render_json, render_table
+from analytics.report import build_report, console_for, render_json, render_table
 from analytics.store import AnalyticsStore
 from events.contracts import utcnow
 from events.runtime import run_worker
@@ -83,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_worker(Settings, bootstrap, description=DESCRIPTION, argv=[])
         return
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    sys.exit(asyncio.run(_command(args)))
+    try:
+        code = asyncio.run(_command(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `report | head`: the reader left; that is not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 async def _command(args: argparse.Namespace) -> int:
@@ -104,7 +111,7 @@ async def _command(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(render_json(report))
         else:
-            render_table(report, Console())
+            render_table(report, console_for())
         return 0
     finally:
         await client.close()

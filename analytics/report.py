@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -161,19 +162,29 @@ def render_json(report: Mapping[str, Any]) -> str:
     return json.dumps(report, indent=2)
 
 
+def console_for(stream: Any = None) -> Console:
+    """A console for the table; a file or pipe gets 120 columns rather than rich's 80."""
+    console = Console(file=stream)
+    if not console.is_terminal:
+        console = Console(file=stream, width=120)
+    return console
+
+
 def render_table(report: Mapping[str, Any], console: Console) -> None:
     window = report["window"]
     span = f"{window['from']} .. {window['to']}" if window["from"] else "no events yet"
-    daily = Table(title=f"Per day (UTC), {span}", title_justify="left")
+    daily = _table(f"Per day (UTC), {span}")
     for name in ("Date", "Events", "Sign-ups", "Orders", "Revenue", "Paid", "Failed", "Success"):
-        daily.add_column(name, justify="left" if name == "Date" else "right")
+        daily.add_column(
+            name, justify="left" if name == "Date" else "right", no_wrap=True, min_width=len(name)
+        )
     for row in report["daily"]:
         daily.add_row(*_day_cells(row["date"], row))
     daily.add_section()
     daily.add_row(*_day_cells("total", report["totals"]), style="bold")
     console.print(daily)
 
-    products = Table(title="Top products (paid orders)", title_justify="left")
+    products = _table("Top products (paid orders, all time)")
     for name in ("By quantity", "Qty", "By revenue", "Revenue"):
         products.add_column(name, justify="right" if name in ("Qty", "Revenue") else "left")
     top = report["top_products"]
@@ -189,7 +200,7 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
     console.print(products)
 
     funnel = report["funnel"]
-    flow = Table(title="Funnel (distinct users)", title_justify="left")
+    flow = _table("Funnel (distinct users, all time)")
     flow.add_column("Stage")
     flow.add_column("Users", justify="right")
     flow.add_column("Of previous", justify="right")
@@ -199,14 +210,14 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
     console.print(flow)
 
     latency = report["payment_latency_ms"]
-    lat = Table(title="Payment latency, ms (order.created -> result)", title_justify="left")
+    lat = _table("Payment latency, ms (order.created -> payment result)")
     for name in ("Orders", "p50", "p95", "max"):
         lat.add_column(name, justify="right")
     lat.add_row(str(latency["count"]), *(_number(latency[k]) for k in ("p50", "p95", "max")))
     console.print(lat)
 
     events = report["events"]
-    kinds = Table(title=f"Events stored: {events['total']}", title_justify="left")
+    kinds = _table(f"Events stored: {events['total']}")
     kinds.add_column("Type")
     kinds.add_column("Count", justify="right")
     for name, count in events["by_type"].items():
@@ -214,6 +225,17 @@ def render_table(report: Mapping[str, Any], console: Console) -> None:
     if events["invalid"]:
         kinds.add_row("invalid data (known type)", str(events["invalid"]), style="yellow")
     console.print(kinds)
+
+
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        min_width=len(title),
+    )
 
 
 def _day_cells(label: str, row: Mapping[str, Any]) -> list[str]:

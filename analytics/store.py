@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -29,6 +31,8 @@ from analytics.aggregates import (
 )
 from events.contracts import CloudEvent, utcnow
 from events.store import Document, Store, Tx
+
+T = TypeVar("T")
 
 #: Everything a rebuild recomputes from the log.
 DERIVED = (*AGGREGATES, "orders", "users")
@@ -48,6 +52,15 @@ class AnalyticsStore(Store):
         self.products = self.db["products"]
         self.counters = self.db["counters"]
         self.types = self.db["types"]
+        self._writer = asyncio.Lock()
+
+    async def transaction(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        # Every event touches the same few hot documents (the day, the counters), so concurrent
+        # transactions of this process would only conflict and retry each other into a
+        # storm. One writer at a time; deliveries still arrive prefetched, and another
+        # process (a replica, a rebuild) is resolved by the server's conflict retry.
+        async with self._writer:
+            return await super().transaction(work)
 
     async def setup(self) -> None:
         await super().setup()

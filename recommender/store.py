@@ -4,20 +4,24 @@
   ``order.created`` (what was bought) with ``payment.completed`` (it was paid), whichever
   arrives first; an order is learned from once.
 * ``customers`` — ``{_id: user_id, products: [...]}``: what each customer owns, oldest first.
-* ``items``     — ``{_id: product_id, buyers, neighbours: [{product_id, score}]}``: how many
-  customers bought the item, and its precomputed most similar items.
-* ``pairs``     — ``{a, b, n}``: how many customers bought both ``a`` and ``b`` (symmetric).
+* ``items``     — ``{_id: product_id, buyers, together: [{id, n}], neighbours:
+  [{product_id, score}]}``: how many customers bought the item, how many bought it together
+  with each other item (its row of the item-item table), and its precomputed most similar
+  items.
 
-Learning touches only the items of one order and their partners; answering reads one
-customer document and the neighbour lists of that customer's purchases. Neither looks at
-other customers, so neither slows down as the number of customers grows.
+Learning reads and writes only the items of one order and their partners (a handful of
+documents, bounded by the catalog); answering reads one customer document and the
+neighbour lists of that customer's purchases. Neither looks at other customers, so neither
+slows down as the number of customers grows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -27,8 +31,17 @@ from recommender.similarity import Scored, affected, learn, rank, top_neighbours
 
 log = logging.getLogger("recommender.store")
 
+T = TypeVar("T")
 ITEM_CF, POPULAR = "item-cf", "popular"
 Answer = tuple[list[Scored], str]
+
+
+@dataclass
+class Row:
+    """One item's row of the item-item table: its buyers and its co-purchase counts."""
+
+    buyers: int = 0
+    together: dict[str, int] = field(default_factory=dict)
 
 
 class RecommenderStore(Store):
@@ -46,12 +59,19 @@ class RecommenderStore(Store):
         self.orders = self.db["orders"]
         self.customers = self.db["customers"]
         self.items = self.db["items"]
-        self.pairs = self.db["pairs"]
+        self._writer = asyncio.Lock()
+
+    async def transaction(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        # Every paid order touches the same few hot documents (popular items), so concurrent
+        # transactions of this process would only conflict and retry each other into a
+        # storm. One writer at a time; deliveries still arrive prefetched, and another
+        # replica is resolved by the server's conflict retry.
+        async with self._writer:
+            return await super().transaction(work)
 
     async def setup(self) -> None:
         await super().setup()
         await self.items.create_index([("buyers", DESCENDING), ("_id", ASCENDING)])
-        await self.pairs.create_index([("a", ASCENDING), ("b", ASCENDING)], unique=True)
 
     # -- learning (inside the handler's transaction) -------------------------------------
     async def order_created(
@@ -105,67 +125,58 @@ class RecommenderStore(Store):
             upsert=True,
             session=session,
         )
-        await self.items.bulk_write(
-            [
-                UpdateOne({"_id": item}, {"$inc": {"buyers": 1}}, upsert=True)
-                for item in change.new_items
-            ],
-            session=session,
-        )
-        if change.pairs:
-            await self.pairs.bulk_write(
-                [
-                    UpdateOne({"a": a, "b": b}, {"$inc": {"n": 1}}, upsert=True)
-                    for a, b in change.pairs
-                ],
-                session=session,
-            )
-        together = await self._together(change.new_items, session)
+        # The rows of the item-item table this order changes, updated in memory...
+        changed = set(change.new_items) | {a for a, _ in change.pairs}
+        rows = await self._rows(changed, session)
+        for item in change.new_items:
+            rows[item].buyers += 1
+        for a, b in change.pairs:
+            rows[a].together[b] = rows[a].together.get(b, 0) + 1
+        # ...and every row whose neighbour list they change (a new buyer of x moves the
+        # cosine of x with each of its partners).
+        together = {item: row.together for item, row in rows.items()}
         dirty = affected(change, together)
-        together.update(await self._together(dirty - together.keys(), session))
-        await self._refresh_neighbours(dirty, together, session)
+        rows.update(await self._rows(dirty - rows.keys(), session))
+        partners = set().union(*(rows[item].together for item in dirty)) - rows.keys()
+        buyers = {item: row.buyers for item, row in rows.items()}
+        buyers.update(await self._buyers(partners, session))
+        updates = []
+        for item in sorted(dirty):
+            row = rows[item]
+            fields: dict[str, object] = {
+                "neighbours": [
+                    {"product_id": n.product_id, "score": n.score}
+                    for n in top_neighbours(row.buyers, row.together, buyers, self.neighbours)
+                ]
+            }
+            if item in changed:
+                fields["buyers"] = row.buyers
+                fields["together"] = [
+                    {"id": other, "n": n} for other, n in sorted(row.together.items())
+                ]
+            updates.append(UpdateOne({"_id": item}, {"$set": fields}, upsert=True))
+        await self.items.bulk_write(updates, session=session)
 
-    async def _together(
-        self, items: Iterable[str], session: AsyncClientSession
-    ) -> dict[str, dict[str, int]]:
-        wanted = list(items)
-        out: dict[str, dict[str, int]] = {item: {} for item in wanted}
+    async def _rows(self, items: Iterable[str], session: AsyncClientSession) -> dict[str, Row]:
+        wanted = sorted(items)
+        rows = {item: Row() for item in wanted}
         if wanted:
-            async for pair in self.pairs.find({"a": {"$in": wanted}}, session=session):
-                out[pair["a"]][pair["b"]] = pair["n"]
-        return out
-
-    async def _refresh_neighbours(
-        self,
-        items: set[str],
-        together: dict[str, dict[str, int]],
-        session: AsyncClientSession,
-    ) -> None:
-        involved = set(items).union(*(together[item] for item in items))
-        buyers: dict[str, int] = defaultdict(int)
-        async for doc in self.items.find(
-            {"_id": {"$in": sorted(involved)}}, {"buyers": 1}, session=session
-        ):
-            buyers[doc["_id"]] = doc.get("buyers", 0)
-        updates = [
-            UpdateOne(
-                {"_id": item},
-                {
-                    "$set": {
-                        "neighbours": [
-                            {"product_id": n.product_id, "score": n.score}
-                            for n in top_neighbours(
-                                buyers[item], together[item], buyers, self.neighbours
-                            )
-                        ]
-                    }
-                },
-                upsert=True,
+            cursor = self.items.find(
+                {"_id": {"$in": wanted}}, {"buyers": 1, "together": 1}, session=session
             )
-            for item in sorted(items)
-        ]
-        if updates:
-            await self.items.bulk_write(updates, session=session)
+            async for doc in cursor:
+                rows[doc["_id"]] = Row(
+                    buyers=doc.get("buyers", 0),
+                    together={t["id"]: t["n"] for t in doc.get("together", [])},
+                )
+        return rows
+
+    async def _buyers(self, items: Iterable[str], session: AsyncClientSession) -> dict[str, int]:
+        wanted = sorted(items)
+        if not wanted:
+            return {}
+        cursor = self.items.find({"_id": {"$in": wanted}}, {"buyers": 1}, session=session)
+        return {doc["_id"]: doc.get("buyers", 0) async for doc in cursor}
 
     # -- answering ------------------------------------------------------------------------
     async def recommend(self, user_id: str, limit: int) -> Answer:
