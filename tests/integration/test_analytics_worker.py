@@ -316,3 +316,31 @@ async def _run(env: dict[str, str], *args: str) -> tuple[int, str]:
 async def _total_is(store: AnalyticsStore, total: int) -> bool:
     doc = await store.counters.find_one({"_id": "events"})
     return bool(doc) and doc["total"] == total
+
+
+async def test_rebuild_while_events_arrive_loses_and_doubles_nothing(
+    amqp_url: str, store: AnalyticsStore
+) -> None:
+    # given a rebuild running over and over while the worker consumes a stream
+    rebuilding = True
+
+    async def rebuild_repeatedly() -> int:
+        runs = 0
+        while rebuilding:
+            await store.rebuild()
+            runs += 1
+        return runs
+
+    task = asyncio.create_task(rebuild_repeatedly())
+    try:
+        await send(amqp_url, stream(), times=2)
+        await counted(store, 13)
+    finally:
+        rebuilding = False
+        runs = await task
+    assert runs >= 1
+    # then the live aggregates hold every event exactly once: a final rebuild changes nothing
+    live = await store.dump()
+    await store.rebuild()
+    assert await store.dump() == live
+    assert (await build_report(store, today=DAY2.date()))["totals"]["events"] == 13
