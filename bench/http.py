@@ -1,0 +1,301 @@
+"""HTTP throughput and latency of ``POST /orders`` and ``GET /orders/{id}``: eventshop's
+orders service (with users, SecantusDB and RabbitMQ behind it) against a bare FastAPI app
+with the same request/response models on the same uvicorn settings, loaded in the same
+run by wrk (an external load generator, one thread, keep-alive connections).
+
+    uv run python -m bench.http            # 3 rounds of 10 s per target, results saved
+    uv run python -m bench.http --smoke    # 1 round of 2 s, nothing saved (CI-sized)
+
+Prints req/s, p50, p99 and the ratio ours/bare (the goal for POST is >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._system import (
+    Services,
+    cpu_seconds,
+    free_port,
+    machine,
+    missing_services,
+    register,
+    save_json,
+    secantus,
+    vhost,
+    wait_for_port,
+    workdir,
+)
+
+WRK_INSTALL = "sudo apt-get install -y wrk   (Debian/Ubuntu; macOS: brew install wrk)"
+
+# wrk calls done() once at the end; it prints one JSON line we parse.
+DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "status_errors": %d, "connect_errors": %d, ' ..
+    '"read_errors": %d, "write_errors": %d, "timeouts": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+@dataclass
+class Run:
+    target: str  # "POST /orders" or "GET /orders/{id}"
+    server: str  # "eventshop" or "bare"
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    #: CPU seconds per request of the processes behind the server during the run
+    cpu_ms_per_request: dict[str, float]
+
+
+def lua(method: str, token: str | None, body: dict[str, Any] | None) -> str:
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+    if token is not None:
+        lines.append(f'wrk.headers["Authorization"] = "Bearer {token}"')
+    return "\n".join(lines) + "\n" + DONE
+
+
+def wrk(url: str, script: Path, *, duration: float, connections: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+            "--timeout", "10s", "-s", str(script), url,
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            result: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+            return result
+    raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
+
+
+def measure(
+    target: str,
+    server: str,
+    url: str,
+    script: Path,
+    pids: dict[str, int],
+    *,
+    duration: float,
+    connections: int,
+) -> Run:
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    raw = wrk(url, script, duration=duration, connections=connections)
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    requests = max(1, raw["requests"])
+    errors = sum(
+        raw[k]
+        for k in ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")
+    )
+    return Run(
+        target=target,
+        server=server,
+        rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        requests=raw["requests"],
+        errors=errors,
+        cpu_ms_per_request={
+            name: round((after[name] - before[name]) * 1000 / requests, 3) for name in pids
+        },
+    )
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The round with the median throughput (its latencies belong to the same round)."""
+    ordered = sorted(runs, key=lambda r: r.rps)
+    return ordered[len(ordered) // 2]
+
+
+def table(summary: list[Run]) -> str:
+    rows = [
+        "| endpoint | server | req/s | p50 ms | p99 ms | errors | CPU ms/request |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in summary:
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_ms_per_request.items())
+        rows.append(
+            f"| {r.target} | {r.server} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
+            f"| {r.errors} | {cpu} |"
+        )
+    return "\n".join(rows)
+
+
+def ratios(summary: list[Run]) -> dict[str, float]:
+    by = {(r.target, r.server): r for r in summary}
+    out = {}
+    for target in dict.fromkeys(r.target for r in summary):
+        ours, bare = by.get((target, "eventshop")), by.get((target, "bare"))
+        if ours and bare and bare.rps:
+            out[target] = ours.rps / bare.rps
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.http", description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32, help="wrk keep-alive connections")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported")
+    parser.add_argument("--smoke", action="store_true", help="1 round of 2 s; saves nothing")
+    parser.add_argument("--out", type=str, default=None, help="results file in docs/bench-results")
+    parser.add_argument("--keep", action="store_true", help="keep the logs folder")
+    parser.add_argument(
+        "--label", default="", help="a note saved with the results (e.g. 'before: no uvloop')"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.rounds = 2.0, 1
+    out_name = args.out or (None if args.smoke else "http.json")
+
+    if shutil.which("wrk") is None:
+        print(f"wrk is not installed; install it with:\n  {WRK_INSTALL}", file=sys.stderr)
+        return 2
+    if missing := missing_services(("users", "orders")):
+        print(f"services not built yet: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    host = machine()
+    print(
+        f"machine: {host['nproc']} cores, {host['cpu']}, {host['memory_gib']} GiB, "
+        f"load {host['loadavg']}"
+    )
+    with workdir(keep=args.keep) as wd, secantus(wd) as (mongodb_url, db_pid), vhost() as amqp:
+        services = Services(amqp, mongodb_url, wd)
+        services.start(("users", "orders"))
+        bare_port = free_port()
+        bare = Services(amqp, mongodb_url, wd, extra_env={"BARE_PORT": str(bare_port)})
+        bare.start(("bare",), module="bench.bare_app")
+        try:
+            services.wait_ready()
+            wait_for_port(bare_port)
+            summary = run_all(args, wd, services, bare_port, bare.pids()["bare"], db_pid)
+        finally:
+            services.stop_all()
+            bare.stop_all()
+            if args.keep:
+                print(f"logs in {wd}")
+
+    print()
+    print(table(summary))
+    print()
+    found = ratios(summary)
+    for target, ratio in found.items():
+        goal = " (goal >= 0.5)" if target.startswith("POST") else ""
+        verdict = "" if not goal else ("  MET" if ratio >= 0.5 else "  NOT MET")
+        print(f"ratio ours/bare, {target}: {ratio:.2f}{goal}{verdict}")
+    if out_name:
+        path = save_json(
+            out_name,
+            {
+                "bench": "http",
+                "label": args.label,
+                "machine": host,
+                "load_after": [round(x, 2) for x in os.getloadavg()],
+                "settings": {
+                    "duration_s": args.duration,
+                    "connections": args.connections,
+                    "rounds": args.rounds,
+                    "wrk_threads": 1,
+                },
+                "results": [asdict(r) for r in summary],
+                "ratios": found,
+            },
+        )
+        print(f"saved {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
+def run_all(
+    args: argparse.Namespace,
+    wd: Path,
+    services: Services,
+    bare_port: int,
+    bare_pid: int,
+    db_pid: int,
+) -> list[Run]:
+    token = register(services.users_url, f"bench_http_{int(time.time())}")
+    with httpx.Client(timeout=30) as client:
+        products = client.get(f"{services.orders_url}/products").json()
+        body = {
+            "items": [
+                {"product_id": products[0]["id"], "quantity": 1},
+                {"product_id": products[1]["id"], "quantity": 2},
+            ]
+        }
+        placed = client.post(
+            f"{services.orders_url}/orders", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        if placed.status_code != 201:
+            raise SystemExit(f"POST /orders answered {placed.status_code}: {placed.text}")
+        order_id = placed.json()["id"]
+
+    scripts = {
+        "post-ours": lua("POST", token, body),
+        "post-bare": lua("POST", None, body),
+        "get-ours": lua("GET", token, None),
+        "get-bare": lua("GET", None, None),
+    }
+    paths = {}
+    for name, text in scripts.items():
+        paths[name] = wd / f"{name}.lua"
+        paths[name].write_text(text)
+
+    ours = services.orders_url
+    bare = f"http://127.0.0.1:{bare_port}"
+    ours_pids = {"orders": services.pids()["orders"], "secantusdb": db_pid}
+    bare_pids = {"bare": bare_pid}
+    one = f"/orders/{order_id}"
+    plan = [
+        ("POST /orders", "bare", f"{bare}/orders", paths["post-bare"], bare_pids),
+        ("POST /orders", "eventshop", f"{ours}/orders", paths["post-ours"], ours_pids),
+        ("GET /orders/{id}", "bare", f"{bare}{one}", paths["get-bare"], bare_pids),
+        ("GET /orders/{id}", "eventshop", f"{ours}{one}", paths["get-ours"], ours_pids),
+    ]
+
+    runs: dict[tuple[str, str], list[Run]] = {}
+    warm = min(2.0, args.duration)
+    for round_ in range(args.rounds):
+        for target, server, url, script, pids in plan:
+            if round_ == 0:
+                wrk(url, script, duration=warm, connections=args.connections)  # warm-up
+            run = measure(
+                target, server, url, script, pids,
+                duration=args.duration, connections=args.connections,
+            )  # fmt: skip
+            print(
+                f"round {round_ + 1}/{args.rounds}  {target:<17} {server:<9} "
+                f"{run.rps:8,.0f} req/s  p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:6.1f} ms"
+                f"  errors {run.errors}",
+                flush=True,
+            )
+            runs.setdefault((target, server), []).append(run)
+    return [median_run(r) for r in runs.values()]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
