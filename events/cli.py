@@ -235,12 +235,15 @@ async def _dlq_show(dl: DeadLetters, service: str, *, limit: int, as_json: bool)
 
 
 def _describe(n: int, p: Parked) -> str:
-    return (
+    text = (
         f"[{n}] id {p.id or '?'}  type {p.type or '?'}  routing key {p.routing_key or '?'}\n"
         f"    attempts {p.attempts if p.attempts is not None else '?'}  "
         f"failed at {p.failed_at or '?'}  correlation id {p.correlation_id or '-'}\n"
         f"    error {p.error or '(none recorded)'}"
     )
+    if p.type is None:  # not even an envelope: show what it held
+        text += f"\n    body {p.body[:200]!r}"
+    return text
 
 
 async def _dlq_replay(

@@ -55,6 +55,10 @@ FAILURE_HEADERS = frozenset(
 )
 
 
+#: How much of a parked message's body ``dlq show --json`` includes.
+BODY_PREVIEW = 4000
+
+
 class OperatorError(Exception):
     """Something the operator has to fix (a queue that does not exist, an unreachable
     broker); the message says what."""
@@ -72,6 +76,9 @@ class Parked:
     failed_at: str | None
     correlation_id: str | None = None
     headers: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: The body as text (cut at :data:`BODY_PREVIEW` characters): what an unparseable
+    #: message really held.
+    body: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +97,7 @@ def describe(message: AbstractIncomingMessage) -> Parked:
         failed_at=_text(headers.get(H_FAILED_AT)),
         correlation_id=message.correlation_id or body.get("correlationid"),
         headers={k: _plain(v) for k, v in headers.items()},
+        body=message.body[:BODY_PREVIEW].decode(errors="replace"),
     )
 
 

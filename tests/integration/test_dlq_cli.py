@@ -19,7 +19,7 @@ from events.cli import main
 from events.contracts import CloudEvent, UserRegistered
 from events.dlq import DeadLetters
 from tests.conftest import TEST_RETRY_DELAYS
-from tests.support.helpers import publish_event, queue_messages
+from tests.support.helpers import publish_event, publish_raw, queue_messages
 from tests.support.poll import eventually, stays
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,6 +217,30 @@ async def test_purge_asks_refuses_without_a_terminal_and_empties_with_yes(
     assert code == 0
     assert f"purged 2 message(s) from {SERVICE}.dlq" in out
     assert await parked_count(cli_env) == 0
+    await consumer.stop()
+
+
+async def test_show_reveals_what_an_unparseable_message_held(
+    broker: Broker, cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given garbage published with a routing key the service consumes
+    consumer = Consumer(broker, SERVICE, {UserRegistered: Welcomer()}, None)
+    await consumer.start()
+    await publish_raw(cli_env, "user.registered", b"{not json", message_id="poison-1")
+    await eventually(lambda: parked_count(cli_env), what="poison parked")
+    # when the operator looks at it
+    code, out, _ = await cli(capsys, "dlq", "show", SERVICE, "--json")
+    # then they see its id, the parse error, the original routing key and the raw body
+    assert code == 0
+    [parked] = json.loads(out)["shown"]
+    assert parked["id"] == "poison-1"
+    assert parked["type"] is None
+    assert parked["routing_key"] == "user.registered"
+    assert parked["attempts"] == 1
+    assert "ValidationError" in parked["error"]
+    assert parked["body"] == "{not json"
+    code, out, _ = await cli(capsys, "dlq", "show", SERVICE)
+    assert "body '{not json'" in out
     await consumer.stop()
 
 
