@@ -206,7 +206,7 @@ async def _dlq_list(dl: DeadLetters, services: list[str], *, errors: int, as_jso
             text = "not declared (the service has not started here)" if count is None else count
             _out(f"{row['queue']:<{width}}  {text}")
             for p in row["first"]:
-                _out(f"  {p['id']}  {p['type'] or '?'}  {p['error'] or '(no error recorded)'}")
+                _out(f"  {p['id']}  {p['type'] or '?'}  {_first_line(p['error'])}")
     # Asking about one service whose DLQ does not exist is a mistake worth an exit code.
     missing = [r["queue"] for r in rows if r["messages"] is None]
     if services and missing:
@@ -239,7 +239,7 @@ def _describe(n: int, p: Parked) -> str:
         f"[{n}] id {p.id or '?'}  type {p.type or '?'}  routing key {p.routing_key or '?'}\n"
         f"    attempts {p.attempts if p.attempts is not None else '?'}  "
         f"failed at {p.failed_at or '?'}  correlation id {p.correlation_id or '-'}\n"
-        f"    error {p.error or '(none recorded)'}"
+        f"    error {(p.error or '(none recorded)').replace(chr(10), chr(10) + '      ')}"
     )
     if p.type is None:  # not even an envelope: show what it held
         text += f"\n    body {p.body[:200]!r}"
@@ -330,6 +330,14 @@ async def _outbox_status(args: argparse.Namespace, settings: ServiceSettings) ->
 
 
 # -- output ----------------------------------------------------------------------------------
+def _first_line(error: str | None, width: int = 160) -> str:
+    """One line of an error for a listing (a pydantic error runs over many)."""
+    if not error:
+        return "(no error recorded)"
+    line = error.splitlines()[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
