@@ -98,7 +98,11 @@ async def _command(args: argparse.Namespace) -> int:
     try:
         client = await connect_mongo(settings.mongodb_url, name="analytics-cli", attempts=3)
     except PyMongoError as exc:
-        print(f"cannot reach MongoDB at {settings.mongodb_url}: {exc}", file=sys.stderr)
+        print(
+            f"cannot reach MongoDB at {settings.mongodb_url} ({type(exc).__name__}); "
+            "is it running, and are MONGODB_URL and MONGODB_DB_PREFIX right?",
+            file=sys.stderr,
+        )
         return 2
     try:
         store = AnalyticsStore(client, settings.database_name)
