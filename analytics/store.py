@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -44,7 +42,7 @@ class AlreadyStored(Exception):
 
 class AnalyticsStore(Store):
     def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
-        super().__init__(client, database, source="/analytics")
+        super().__init__(client, database, source="/analytics", serial_writes=True)
         self.events = self.db["events"]
         self.orders = self.db["orders"]
         self.users = self.db["users"]
@@ -52,15 +50,6 @@ class AnalyticsStore(Store):
         self.products = self.db["products"]
         self.counters = self.db["counters"]
         self.types = self.db["types"]
-        self._writer = asyncio.Lock()
-
-    async def transaction(self, work: Callable[[Tx], Awaitable[T]]) -> T:
-        # Every event touches the same few hot documents (the day, the counters), so concurrent
-        # transactions of this process would only conflict and retry each other into a
-        # storm. One writer at a time; deliveries still arrive prefetched, and another
-        # process (a replica, a rebuild) is resolved by the server's conflict retry.
-        async with self._writer:
-            return await super().transaction(work)
 
     async def setup(self) -> None:
         await super().setup()

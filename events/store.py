@@ -5,6 +5,7 @@ outbox (events recorded with the state change) and the inbox (effects once per e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -73,11 +74,24 @@ class AlreadyHandled(Exception):
 class Store:
     """Base of each service's store: its own database, transactions, outbox and inbox."""
 
-    def __init__(self, client: AsyncMongoClient[Document], database: str, *, source: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        *,
+        source: str,
+        serial_writes: bool = False,
+    ) -> None:
+        """``serial_writes``: run this process's transactions one at a time. For stores
+        whose every event updates the same few hot documents (daily totals, popular items):
+        concurrent transactions there only conflict and retry each other into a storm.
+        Deliveries still arrive prefetched; other replicas are resolved by the server's
+        write-conflict retry."""
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
         self.outbox = Outbox(self.db["outbox"], source=source)
         self.inbox = self.db["inbox"]
+        self._writer: asyncio.Lock | None = asyncio.Lock() if serial_writes else None
 
     async def setup(self) -> None:
         """Create indexes (idempotent). Subclasses extend it with their own collections."""
@@ -93,7 +107,7 @@ class Store:
             txs.append(tx)
             return await work(tx)
 
-        async with self.client.start_session() as session:
+        async with self._writer or contextlib.nullcontext(), self.client.start_session() as session:
             result = await session.with_transaction(callback)
         if txs and txs[-1].recorded:
             self.outbox.notify()

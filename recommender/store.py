@@ -17,9 +17,8 @@ slows down as the number of customers grows.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -53,21 +52,12 @@ class RecommenderStore(Store):
         neighbours: int = 50,
         history: int = 100,
     ) -> None:
-        super().__init__(client, database, source="/recommender")
+        super().__init__(client, database, source="/recommender", serial_writes=True)
         self.neighbours = neighbours
         self.history = history
         self.orders = self.db["orders"]
         self.customers = self.db["customers"]
         self.items = self.db["items"]
-        self._writer = asyncio.Lock()
-
-    async def transaction(self, work: Callable[[Tx], Awaitable[T]]) -> T:
-        # Every paid order touches the same few hot documents (popular items), so concurrent
-        # transactions of this process would only conflict and retry each other into a
-        # storm. One writer at a time; deliveries still arrive prefetched, and another
-        # replica is resolved by the server's conflict retry.
-        async with self._writer:
-            return await super().transaction(work)
 
     async def setup(self) -> None:
         await super().setup()
