@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 
@@ -30,9 +32,17 @@ class _Metrics:
             "eventshop_events_published_total", "Events published from the outbox", ["service"]
         )
 
+    @functools.cache  # noqa: B019 - one per process; .labels() costs microseconds per message
+    def _consumed(self, service: str, event_type: str) -> tuple[Counter, Histogram]:
+        return (
+            self.messages.labels(service, event_type, "consumed"),
+            self.handler_seconds.labels(service, event_type),
+        )
+
     def consumed(self, service: str, event_type: str, seconds: float) -> None:
-        self.messages.labels(service, event_type, "consumed").inc()
-        self.handler_seconds.labels(service, event_type).observe(seconds)
+        counter, histogram = self._consumed(service, event_type)
+        counter.inc()
+        histogram.observe(seconds)
 
     def failed(self, service: str, event_type: str) -> None:
         self.messages.labels(service, event_type, "failed").inc()
