@@ -165,18 +165,30 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except (PublishFailed, PyMongoError, OSError, RuntimeError) as exc:
+                if _cancelling():
+                    # A driver turned our cancellation into its own error; stop anyway.
+                    raise asyncio.CancelledError from exc
                 log.warning("outbox relay could not publish (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as
+            # the event is set (a commit just before shutdown), and the relay, and with it
+            # Runtime.stop(), would then run forever.
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+                async with asyncio.timeout(poll_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 
 
 class PublishFailed(Exception):
     pass
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _aware(value: datetime) -> datetime:
