@@ -13,8 +13,8 @@ exchange and in the mailbox.
    RabbitMQ and the database server excluded), for runs of 1k and 10k orders at a fixed
    rate; cost per order should stay flat (within 20%).
 
-    uv run python -m bench.pipeline           # full run, results in docs/bench-results/
-    uv run python -m bench.pipeline --smoke   # a minute, nothing saved (CI-sized)
+    uv run python -m bench.pipeline           # full run (~35 min), docs/bench-results/
+    uv run python -m bench.pipeline --smoke   # ~3 min, nothing saved (CI-sized)
 """
 
 from __future__ import annotations
@@ -514,14 +514,14 @@ def print_tables(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="short phases, nothing saved")
-    parser.add_argument("--concurrency", type=int, default=16, help="clients in the max phase")
-    parser.add_argument("--max-seconds", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=8, help="clients in the max phase")
+    parser.add_argument("--max-seconds", type=float, default=20.0)
     parser.add_argument("--rate-seconds", type=float, default=30.0, help="per fixed rate")
     parser.add_argument(
         "--orders", default="1000,10000", help="order counts of the cost runs (comma separated)"
     )
     parser.add_argument(
-        "--cost-fraction", type=float, default=0.5, help="rate of the cost runs, share of max"
+        "--cost-fraction", type=float, default=0.8, help="rate of the cost runs, share of max"
     )
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument(
