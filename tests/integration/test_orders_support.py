@@ -8,15 +8,17 @@ make their own Ed25519 key and serve its public half as a JWKS, as users would.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -146,13 +148,39 @@ def jwks_server(*issuers: Issuer) -> Iterator[JwksServer]:
 
 
 @asynccontextmanager
+async def watchdog(what: str, seconds: float = 60.0) -> AsyncIterator[None]:
+    """Diagnostics only: when ``what`` takes longer than ``seconds``, print where every
+    asyncio task is waiting (pytest-timeout shows threads, not tasks)."""
+
+    async def bark() -> None:
+        await asyncio.sleep(seconds)
+        print(f"--- {what} still running after {seconds:.0f}s; asyncio tasks:", flush=True)
+        for task in asyncio.all_tasks():
+            if not task.done():
+                print(f"task {task.get_name()}:", flush=True)
+                task.print_stack(limit=25, file=sys.stdout)
+
+    dog = asyncio.create_task(bark(), name=f"watchdog: {what}")
+    try:
+        yield
+    finally:
+        dog.cancel()
+
+
+@asynccontextmanager
 async def orders_api(
     make_settings: Callable[..., Any], users_url: str, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """``create_app`` with its lifespan running (consumer, relay, RPC client) and a client."""
     settings = make_settings(Settings, users_url=users_url, **overrides)
-    async with running_app(create_app(settings)) as client:
-        yield client
+    async with AsyncExitStack() as stack:
+        async with watchdog("orders start-up"):
+            client = await stack.enter_async_context(running_app(create_app(settings)))
+        try:
+            yield client
+        finally:
+            async with watchdog("orders shutdown"):
+                await stack.aclose()
 
 
 def bearer(token: str) -> dict[str, str]:
