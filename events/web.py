@@ -4,7 +4,9 @@ health and metrics endpoints, and error handling that never leaks a traceback.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,9 +19,11 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pymongo.errors import ConnectionFailure, PyMongoError
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events import logs
@@ -157,10 +161,13 @@ def common_router() -> APIRouter:
     return router
 
 
-def install_common(app: FastAPI, service: str) -> None:
-    """Health, metrics, correlation ids and error handlers on a service's app."""
+def install_common(app: FastAPI, service: str, *, max_body_bytes: int = 65536) -> None:
+    """Health, metrics, correlation ids, a body size limit and error handlers that never
+    answer bad input with a 5xx."""
     app.include_router(common_router())
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(CorrelationMiddleware, service=service)
+    app.add_exception_handler(RequestValidationError, validation_problem)
 
     @app.exception_handler(ConnectionFailure)
     async def database_down(request: Request, exc: ConnectionFailure) -> JSONResponse:
@@ -175,6 +182,90 @@ def install_common(app: FastAPI, service: str) -> None:
     async def database_error(request: Request, exc: PyMongoError) -> JSONResponse:
         log.error("database error: %r", exc)
         return JSONResponse({"detail": "internal database error"}, status_code=500)
+
+
+async def validation_problem(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 with per-field detail, minus the rejected ``input`` (it would echo
+    passwords back) and made safe to encode: FastAPI's own handler answers 500 when the
+    input is not valid UTF-8 or holds a NaN, which Python's JSON parser accepts."""
+    errors = []
+    for error in exc.errors() if isinstance(exc, RequestValidationError) else []:
+        entry = {k: _jsonable(v) for k, v in error.items() if k not in ("input", "url")}
+        errors.append(entry)
+    body = json.dumps({"detail": errors}, ensure_ascii=True, allow_nan=False)
+    return Response(body, status_code=422, media_type="application/json")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with 413 before anything buffers them, whether the
+    client announced the length or streams it in chunks."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._too_large(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI turns other errors while reading the body into 400.
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps({"detail": _TooLarge(self.max_bytes).detail})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+class _TooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body too large (limit {limit} bytes)")
 
 
 def run_http(

@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.runtime import Runtime
@@ -223,28 +221,6 @@ async def get_recommendations(
     return await recommend(ctx, user.user_id, limit)
 
 
-# -- errors ---------------------------------------------------------------------------------
-async def validation_problem(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 body, made safe to encode: its default handler answers 500 when the
-    rejected input is not valid UTF-8 or is a NaN (which Python's JSON parser accepts)."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    return JSONResponse({"detail": [_jsonable(error) for error in errors]}, status_code=422)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
-
-
 # -- the app --------------------------------------------------------------------------------
 def create_app(settings: Settings) -> FastAPI:
     async def bootstrap(runtime: Runtime) -> None:
@@ -266,7 +242,6 @@ def create_app(settings: Settings) -> FastAPI:
         min_refresh=settings.jwks_refresh_seconds,
     )
     install_common(app, settings.service_name)
-    app.add_exception_handler(RequestValidationError, validation_problem)
     app.include_router(products)
     app.include_router(orders)
     app.include_router(recommendations)

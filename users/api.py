@@ -3,18 +3,14 @@ and the public keys that verify tokens."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.auth import InvalidToken
 from events.runtime import Runtime
@@ -228,8 +224,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users_router)
     app.include_router(auth_router)
     app.include_router(keys_router)
-    install_common(app, settings.service_name)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_common(app, settings.service_name, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
@@ -238,83 +233,4 @@ def create_app(settings: Settings) -> FastAPI:
             {"detail": exc.detail}, status_code=401, headers={"WWW-Authenticate": challenge}
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return _validation_problem(exc)
-
     return app
-
-
-def _validation_problem(exc: RequestValidationError) -> Response:
-    """FastAPI's 422 without the rejected ``input``: it would echo passwords back, and
-    input that is not valid Unicode could not even be encoded."""
-    errors = []
-    for error in exc.errors():
-        entry = {k: v for k, v in error.items() if k not in ("input", "url")}
-        if "ctx" in entry:
-            entry["ctx"] = {k: v if _is_json_scalar(v) else str(v) for k, v in entry["ctx"].items()}
-        errors.append(entry)
-    body = json.dumps({"detail": errors}, ensure_ascii=True, default=str)
-    return Response(body, status_code=422, media_type="application/json")
-
-
-def _is_json_scalar(value: object) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-class BodyLimit:
-    """Refuse bodies over ``max_bytes`` with 413 before anything buffers them, whether the
-    client announced the length or streams it in chunks."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await self._too_large(send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # FastAPI turns other errors while reading the body into 400.
-                    raise _TooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._too_large(send)
-
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps({"detail": _TooLarge(self.max_bytes).detail})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body.encode()})
-
-
-class _TooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body too large (limit {limit} bytes)")

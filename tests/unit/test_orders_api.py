@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from orders.api import _jsonable, decode_cursor, encode_cursor
+from events.web import _jsonable
+from orders.api import decode_cursor, encode_cursor
 from orders.store import page_key
 
 

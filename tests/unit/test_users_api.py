@@ -8,7 +8,8 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from users.api import BodyLimit, NewUser
+from events.web import BodyLimit
+from users.api import NewUser
 
 
 def body(**overrides: object) -> dict[str, object]:
