@@ -243,6 +243,14 @@ async def recommend(ctx: Context, user_id: str, limit: int) -> Recommendations:
         for item in reply.items
         if item.product_id in names  # a product no longer sold is not recommended
     ]
+    if not items:
+        # The recommender only knows what has been paid for; on a young shop (or for a
+        # customer who bought all of that) its list is empty. Show the catalog's popular
+        # products rather than nothing.
+        bought = await ctx.store.products_bought(user_id)
+        popular = await _popular(ctx, user_id, limit + len(bought))
+        items = [item for item in popular.items if item.product_id not in bought]
+        return Recommendations(user_id=user_id, items=items[:limit], strategy="popular")
     return Recommendations(user_id=user_id, items=items[:limit], strategy=reply.strategy)
 
 

@@ -189,6 +189,16 @@ class OrdersStore(Store):
             doc["idempotency_key"] = idempotency_key
         await self.orders.insert_one(doc, session=session)
 
+    async def products_bought(self, user_id: str, *, recent: int = 500) -> set[str]:
+        """Products in the user's most recent orders. Computed here rather than with
+        ``distinct("items.product_id")``, which SecantusDB answers with [] for array paths."""
+        cursor = (
+            self.orders.find({"user_id": user_id}, {"items.product_id": 1})
+            .sort("page_key", DESCENDING)
+            .limit(recent)
+        )
+        return {item["product_id"] async for doc in cursor for item in doc.get("items", [])}
+
     async def get_order(self, order_id: str, *, user_id: str) -> Order | None:
         """The order when ``user_id`` owns it; None when it is absent or someone else's."""
         doc = await self.orders.find_one({"_id": order_id, "user_id": user_id})

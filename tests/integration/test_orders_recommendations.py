@@ -183,3 +183,26 @@ async def test_limit_outside_1_to_20_is_422(client: httpx.AsyncClient, alice: st
 
         assert response.status_code == 422
         assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
+async def test_an_empty_recommender_answer_is_filled_with_popular_products_not_yet_bought(
+    client: httpx.AsyncClient, broker: Broker, alice: str
+) -> None:
+    # given a young shop: the recommender knows nothing to suggest for alice
+    await placed(client, alice, [("outdoor-headlamp", 2)])
+
+    async def recommender(request: dict[str, Any]) -> dict[str, Any]:
+        return {"items": [], "strategy": "popular"}
+
+    server = await responder(broker, recommender)
+    try:
+        response = await client.get("/recommendations", params={"limit": 3}, headers=bearer(alice))
+    finally:
+        await server.stop()
+
+    # then she still sees three products, none of which she bought already
+    body = response.json()
+    assert response.status_code == 200
+    assert body["strategy"] == "popular"
+    assert len(body["items"]) == 3
+    assert "outdoor-headlamp" not in [item["product_id"] for item in body["items"]]
