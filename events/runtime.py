@@ -114,17 +114,28 @@ class Runtime:
         for client in self.rpc_clients:
             await client.stop()
         for outbox in self.outboxes:
-            # One last flush so events committed just now do not wait for the next start.
+            # One last flush so events committed just now do not wait for the next start;
+            # brief, because the database may be stopping too (honcho stops all at once),
+            # and anything left is published by the next start.
             try:
-                await asyncio.wait_for(outbox.publish_pending(self.broker), timeout=5)
+                await asyncio.wait_for(outbox.publish_pending(self.broker), timeout=1)
             except Exception:
                 log.debug("final outbox flush failed", exc_info=True)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # PyMongo's server selection does not give way to a cancellation until its own
+            # timeout when the database is gone (it stops alongside us under honcho); the
+            # relay holds nothing that needs finishing, so do not wait for it.
+            await asyncio.wait(self._tasks, timeout=1)
         await self.broker.close()
         if self._mongo is not None:
-            await self._mongo.close()
+            # close() ends the server sessions, which waits for server selection when the
+            # database has gone away first; do not let that hold up the exit.
+            try:
+                await asyncio.wait_for(self._mongo.close(), timeout=1)
+            except TimeoutError:
+                log.info("MongoDB did not answer while closing; leaving it")
         log.info("stopped")
 
     async def health(self) -> dict[str, bool]:

@@ -24,7 +24,8 @@ def main() -> int:
         got = compose["services"].get(name, {}).get("command")
         if got != expected:
             problems.append(f"compose {name}: command {got!r}, expected {expected!r}")
-        if procfile.get(name, "").strip() != " ".join(expected):
+        # `exec` so the service itself (not a shell) gets honcho's SIGTERM and its exit code
+        if procfile.get(name, "").strip().removeprefix("exec ") != " ".join(expected):
             problems.append(f"Procfile {name}: {procfile.get(name)!r}")
     dockerfile = Path("Dockerfile").read_text()
     if len(re.findall(r"^FROM ", dockerfile, re.M)) < 2:
