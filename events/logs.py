@@ -16,7 +16,12 @@ from typing import Any
 #: Fields that travel with the current request or message into every log line.
 _context: ContextVar[Mapping[str, Any]] = ContextVar("eventshop_log_context", default={})  # noqa: B039
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 # Never let these reach a log line, whoever passes them in ``extra``.
 _REDACTED = {"password", "password_hash", "hash", "token", "access_token", "authorization"}
 
