@@ -10,57 +10,44 @@ and Authorization headers that a schema-driven generator would not try.
 from __future__ import annotations
 
 import base64
-import json
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from orders.api import create_app
 from orders.catalog import load_catalog
 from orders.config import Settings
-from tests.conftest import TEST_RETRY_DELAYS
-from tests.integration.test_orders_support import Issuer, JwksServer, bearer, jwks_server
-from tests.support.servers import Rabbit, free_port
-
-BOUNDED = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-    database=None,
+from tests.integration.test_orders_support import (  # noqa: F401 - pytest fixtures, used by name
+    Issuer,
+    JwksServer,
+    bearer,
+    orders_issuer,
+    orders_users,
 )
+from tests.support.fuzz import (
+    BOUNDED,
+    CONTENT_TYPES,
+    JSONISH,
+    RAW_BODIES,
+    authorizations,
+    examples,
+    fuzz_all_operations,
+    hex_text,
+    json_bytes,
+    live_service,
+)
+from tests.support.servers import Rabbit
+
 #: per operation, mode and caller of the schema-driven test
-FEW = settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=list(HealthCheck),
-    derandomize=True,
-    database=None,
-)
+FEW = examples(20)
 PRODUCT_IDS = [p.id for p in load_catalog()]
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture(scope="module")
-def users(issuer: Issuer) -> Iterator[JwksServer]:
-    with jwks_server(issuer) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -70,37 +57,11 @@ def token(issuer: Issuer) -> str:
 
 @pytest.fixture(scope="module")
 def live_orders(rabbit: Rabbit, mongodb_url: str, users: JwksServer) -> Iterator[str]:
-    """``python -m orders`` in all but process: the app served by uvicorn on a free port."""
-    with rabbit.fresh_vhost() as amqp_url:
-        app = create_app(
-            Settings(
-                amqp_url=amqp_url,
-                mongodb_url=mongodb_url,
-                mongodb_db_prefix=f"t{uuid.uuid4().hex[:10]}_",
-                retry_delays=TEST_RETRY_DELAYS,
-                outbox_poll_seconds=0.2,
-                log_format="console",
-                users_url=users.url,
-                # nobody answers recommender.rpc here: keep the fallback quick
-                recommender_timeout=0.2,
-            )
-        )
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-        )
-        thread = threading.Thread(target=server.run, name="orders-under-fuzz", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "the orders app did not start"
-            assert time.monotonic() < deadline, "the orders app did not start within 30 s"
-            time.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+    # nobody answers recommender.rpc here: keep the fallback quick
+    with live_service(
+        rabbit, mongodb_url, create_app, Settings, users_url=users.url, recommender_timeout=0.2
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -113,47 +74,25 @@ def orders_openapi(live_orders: str) -> schemathesis.BaseSchema:
 def test_no_request_the_schema_allows_or_forbids_yields_5xx(
     orders_openapi: schemathesis.BaseSchema, token: str, mode: GenerationMode, signed_in: bool
 ) -> None:
-    # Every operation of the app's own schema, so a new endpoint is fuzzed without asking.
-    operations = [result.ok() for result in orders_openapi.get_all_operations()]
-    assert {op.label for op in operations} >= {
-        "GET /products",
-        "GET /products/{product_id}",
-        "POST /orders",
-        "GET /orders",
-        "GET /orders/{order_id}",
-        "GET /recommendations",
-    }
-    headers = bearer(token) if signed_in else None
-    unsatisfiable: list[str] = []
-    for operation in operations:
-        inputs = (operation.body, operation.query, operation.headers, operation.path_parameters)
-        if mode is GenerationMode.NEGATIVE and not any(len(part) for part in inputs):
-            continue  # no input, so no invalid request to make
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @FEW
-        def call(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=headers, checks=[not_a_server_error])
-
-        try:
-            call()
-        except Unsatisfiable:
-            # e.g. GET /products/{product_id}: any string is a valid id, so the schema
-            # forbids nothing and there is no invalid request to make.
-            assert mode is GenerationMode.NEGATIVE, operation.label
-            unsatisfiable.append(operation.label)
+    unsatisfiable = fuzz_all_operations(
+        orders_openapi,
+        mode,
+        {
+            "GET /products",
+            "GET /products/{product_id}",
+            "POST /orders",
+            "GET /orders",
+            "GET /orders/{order_id}",
+            "GET /recommendations",
+        },
+        per_operation=FEW,
+        headers=bearer(token) if signed_in else None,
+    )
+    # e.g. GET /products/{product_id}: any string is a valid id, so the schema forbids
+    # nothing and there is no invalid request to make.
     assert len(unsatisfiable) <= 2, unsatisfiable
 
 
-def _json(value: object) -> bytes:
-    return json.dumps(value).encode()
-
-
-JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=10,
-)
 QUANTITIES = st.integers(min_value=-5, max_value=120) | st.integers() | JSONISH
 LINES = st.fixed_dictionaries(
     {"product_id": st.sampled_from(PRODUCT_IDS) | st.text(max_size=30), "quantity": QUANTITIES},
@@ -180,12 +119,7 @@ def test_no_order_body_yields_5xx(live_orders: str, token: str, body: Any, key: 
         assert isinstance(response.json()["total"], str)
 
 
-@given(
-    body=st.binary(max_size=2048) | JSONISH.map(_json),
-    content_type=st.sampled_from(
-        ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
-    ),
-)
+@given(body=RAW_BODIES, content_type=CONTENT_TYPES)
 @BOUNDED
 def test_no_raw_body_yields_5xx(
     live_orders: str, token: str, body: bytes, content_type: str
@@ -201,9 +135,9 @@ def test_no_raw_body_yields_5xx(
 
 CURSORS = (
     st.text(max_size=100)
-    | JSONISH.map(lambda v: base64.urlsafe_b64encode(_json(v)).decode())
+    | JSONISH.map(lambda v: base64.urlsafe_b64encode(json_bytes(v)).decode())
     | st.tuples(st.datetimes(timezones=st.timezones()) | st.text(), st.text() | JSONISH).map(
-        lambda pair: base64.urlsafe_b64encode(_json([str(pair[0]), pair[1]])).decode()
+        lambda pair: base64.urlsafe_b64encode(json_bytes([str(pair[0]), pair[1]])).decode()
     )
 )
 
@@ -220,24 +154,18 @@ def test_no_page_cursor_yields_5xx(live_orders: str, token: str, cursor: str, li
     assert response.status_code < 500, response.text
 
 
-def _hex(text: str) -> str:
-    return text.encode("utf-8", "replace").hex()
-
-
 def _b64(value: object) -> str:
-    return base64.urlsafe_b64encode(_json(value)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(json_bytes(value)).decode().rstrip("=")
 
 
-AUTHORIZATIONS = (
-    st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"))
-    | st.text(max_size=300).map(lambda t: f"Bearer {_hex(t)}")
-    | st.tuples(JSONISH, JSONISH, st.text(max_size=40)).map(
-        lambda parts: f"Bearer {_b64(parts[0])}.{_b64(parts[1])}.{_hex(parts[2])}"
-    )
-    | st.tuples(st.dictionaries(st.sampled_from(["alg", "kid", "typ"]), JSONISH), JSONISH).map(
+AUTHORIZATIONS = authorizations(
+    st.tuples(JSONISH, JSONISH, st.text(max_size=40)).map(
+        lambda parts: f"Bearer {_b64(parts[0])}.{_b64(parts[1])}.{hex_text(parts[2])}"
+    ),
+    st.tuples(st.dictionaries(st.sampled_from(["alg", "kid", "typ"]), JSONISH), JSONISH).map(
         lambda parts: f"Bearer {_b64(parts[0])}.{_b64(parts[1])}.c2ln"
-    )
-).map(str.strip)
+    ),
+)
 
 
 @given(authorization=AUTHORIZATIONS)
