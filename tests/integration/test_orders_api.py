@@ -4,7 +4,6 @@ orders (outbox, idempotency), ownership, pagination and validation."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -13,12 +12,15 @@ import httpx
 import pytest
 
 from orders.store import OrdersStore
-from tests.integration.test_orders_support import (
+from tests.integration.test_orders_support import (  # noqa: F401 - pytest fixtures, used by name
     Issuer,
     JwksServer,
+    alice_token,
     bearer,
-    jwks_server,
     orders_api,
+    orders_client,
+    orders_issuer,
+    orders_users,
     place,
     placed,
 )
@@ -26,28 +28,6 @@ from tests.support.poll import stays
 from tests.support.tap import EventTap
 
 KENYA, DDIA, FILTERS = "coffee-kenya-aa", "book-ddia", "brew-paper-filters"
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture(scope="module")
-def users(issuer: Issuer) -> Iterator[JwksServer]:
-    with jwks_server(issuer) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(make_settings: Any, users: JwksServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with orders_api(make_settings, users.url) as c:
-        yield c
-
-
-@pytest.fixture
-def alice(issuer: Issuer) -> str:
-    return issuer.token("user-alice", "alice")
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_orders_support import (
+from tests.integration.test_orders_support import (  # noqa: F401 - pytest fixtures, used by name
     Issuer,
     JwksServer,
     bearer,
     jwks_server,
     orders_api,
+    orders_issuer,
     place,
 )
 from tests.support.servers import free_port
@@ -28,11 +29,8 @@ PROTECTED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
+# Here a JWKS server and an app per test, not the shared ones: tests count the server's
+# requests, stop it and rotate its keys, and the app may refetch at once for an unknown kid.
 @pytest.fixture
 def users(issuer: Issuer) -> Iterator[JwksServer]:
     with jwks_server(issuer) as server:

@@ -5,47 +5,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 
 from events.bus import H_ERROR
 from events.contracts import PaymentCompleted, PaymentFailed
-from tests.integration.test_orders_support import (
-    Issuer,
+from tests.integration.test_orders_support import (  # noqa: F401 - pytest fixtures, used by name
     JwksServer,
+    alice_token,
     bearer,
-    jwks_server,
     orders_api,
+    orders_client,
+    orders_issuer,
+    orders_users,
     placed,
 )
 from tests.support.helpers import publish_event, queue_messages
 from tests.support.poll import eventually, stays
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture(scope="module")
-def users(issuer: Issuer) -> Iterator[JwksServer]:
-    with jwks_server(issuer) as server:
-        yield server
-
-
-@pytest.fixture
-async def client(make_settings: Any, users: JwksServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with orders_api(make_settings, users.url) as c:
-        yield c
-
-
-@pytest.fixture
-def alice(issuer: Issuer) -> str:
-    return issuer.token("user-alice", "alice")
 
 
 def completed(order: dict[str, Any], **changes: Any) -> PaymentCompleted:

@@ -4,7 +4,7 @@ an answer in time it serves popular products with ``strategy: "fallback"``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,38 +12,19 @@ import pytest
 
 from events.bus import Broker
 from events.rpc import RpcServer
-from tests.integration.test_orders_support import (
+from tests.integration.test_orders_support import (  # noqa: F401 - pytest fixtures, used by name
     Issuer,
     JwksServer,
+    alice_token,
     bearer,
-    jwks_server,
     orders_api,
+    orders_client,
+    orders_issuer,
+    orders_users,
     placed,
 )
 
 QUEUE = "recommender.rpc"
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture(scope="module")
-def users(issuer: Issuer) -> Iterator[JwksServer]:
-    with jwks_server(issuer) as server:
-        yield server
-
-
-@pytest.fixture
-def alice(issuer: Issuer) -> str:
-    return issuer.token("user-alice", "alice")
-
-
-@pytest.fixture
-async def client(make_settings: Any, users: JwksServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with orders_api(make_settings, users.url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Shared pieces of the orders tests (no tests here): an issuer of access tokens in the
-users service's format, a JWKS endpoint standing in for the users service, and the orders
-app running against the test's broker and database.
+users service's format, a JWKS endpoint standing in for the users service, the orders
+app running against the test's broker and database, and the fixtures built from them.
 
 The orders tests do not import ``users``: the services stay independent, so the tests
 make their own Ed25519 key and serve its public half as a JWKS, as users would.
@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
@@ -205,3 +206,31 @@ async def placed(
     assert response.status_code == 201, response.text
     order: dict[str, Any] = response.json()
     return order
+
+
+# -- fixtures ------------------------------------------------------------------------------
+# A test module imports the ones it needs, with a noqa for F401: pytest finds them among the
+# module's names and registers them as the module's own, under the ``name`` given here, so
+# module scope still means one per test module. The functions are named apart from their
+# fixtures so that a test's ``client`` argument does not shadow the import (F811).
+@pytest.fixture(scope="module", name="issuer")
+def orders_issuer() -> Issuer:
+    return Issuer()
+
+
+@pytest.fixture(scope="module", name="users")
+def orders_users(issuer: Issuer) -> Iterator[JwksServer]:
+    """The users service's JWKS endpoint, trusted by the orders app of ``client``."""
+    with jwks_server(issuer) as server:
+        yield server
+
+
+@pytest.fixture(name="client")
+async def orders_client(make_settings: Any, users: JwksServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with orders_api(make_settings, users.url) as c:
+        yield c
+
+
+@pytest.fixture(name="alice")
+def alice_token(issuer: Issuer) -> str:
+    return issuer.token("user-alice", "alice")
