@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from events.bus import BadMessage, Broker, Consumer, current_delivery
-from events.cli import main
 from events.contracts import CloudEvent, UserRegistered
 from events.dlq import DeadLetters
 from tests.conftest import TEST_RETRY_DELAYS
-from tests.support.helpers import publish_event, publish_raw, queue_messages
+from tests.support.helpers import publish_event, publish_raw, queue_messages, run_cli
 from tests.support.poll import eventually, stays
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,14 +49,6 @@ class Welcomer:
 def cli_env(monkeypatch: pytest.MonkeyPatch, amqp_url: str) -> str:
     monkeypatch.setenv("AMQP_URL", amqp_url)
     return amqp_url
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run ``python -m events <argv>`` in-process (in a thread: main() runs its own loop)."""
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def parked_count(url: str) -> int:
@@ -93,7 +84,7 @@ async def test_failed_message_is_listed_shown_then_replayed_and_handled_once(
     await eventually(lambda: parked_count(cli_env), timeout=30, what="parked")
 
     # when the operator lists the DLQs
-    code, out, _ = await cli(capsys, "dlq", "list", "--json")
+    code, out, _ = await run_cli(capsys, "dlq", "list", "--json")
     assert code == 0
     rows = {row["service"]: row for row in json.loads(out)}
     # then every consumer's DLQ is reported, ours with one message and its reason
@@ -101,13 +92,13 @@ async def test_failed_message_is_listed_shown_then_replayed_and_handled_once(
     assert rows[SERVICE]["first"][0]["error"] == "RuntimeError: smtp is down"
     assert rows["payments"]["messages"] is None  # never declared on this vhost
 
-    code, out, _ = await cli(capsys, "dlq", "list", SERVICE)
+    code, out, _ = await run_cli(capsys, "dlq", "list", SERVICE)
     assert code == 0
     assert f"{SERVICE}.dlq  1" in out
     assert "RuntimeError: smtp is down" in out
 
     # when they look at it
-    code, out, _ = await cli(capsys, "dlq", "show", SERVICE, "--json")
+    code, out, _ = await run_cli(capsys, "dlq", "show", SERVICE, "--json")
     assert code == 0
     shown = json.loads(out)
     assert shown["messages"] == 1
@@ -119,14 +110,14 @@ async def test_failed_message_is_listed_shown_then_replayed_and_handled_once(
     assert parked["error"] == "RuntimeError: smtp is down"
     assert parked["failed_at"].endswith("Z")
     assert parked["correlation_id"] == "corr-7"
-    code, out, _ = await cli(capsys, "dlq", "show", SERVICE)
+    code, out, _ = await run_cli(capsys, "dlq", "show", SERVICE)
     assert envelope.id in out and "attempts 4" in out and "smtp is down" in out
     # then looking consumed nothing
     assert await parked_count(cli_env) == 1
 
     # when the handler is fixed and the operator replays everything
     welcomer.broken = False
-    code, out, _ = await cli(capsys, "dlq", "replay", SERVICE, "--all")
+    code, out, _ = await run_cli(capsys, "dlq", "replay", SERVICE, "--all")
     assert code == 0
     assert f"replayed 1 message(s) from {SERVICE}.dlq to {SERVICE}" in out
 
@@ -154,7 +145,7 @@ async def test_replay_by_id_moves_only_that_message(
     welcomer.broken = False
 
     # when one of them is replayed by id
-    code, out, _ = await cli(capsys, "dlq", "replay", SERVICE, "--id", target, "--json")
+    code, out, _ = await run_cli(capsys, "dlq", "replay", SERVICE, "--id", target, "--json")
 
     # then only that one is handled, and the other two stay parked
     assert code == 0
@@ -166,7 +157,7 @@ async def test_replay_by_id_moves_only_that_message(
     assert sorted(left) == sorted([ids[0], ids[2]])
 
     # and an id that is not parked is reported, with nothing moved
-    code, _, err = await cli(capsys, "dlq", "replay", SERVICE, "--id", "no-such-id")
+    code, _, err = await run_cli(capsys, "dlq", "replay", SERVICE, "--id", "no-such-id")
     assert code == 1
     assert "not found" in err and "no-such-id" in err
     assert await parked_count(cli_env) == 2
@@ -183,7 +174,7 @@ async def test_replay_without_the_service_queue_keeps_the_message(
     await channel.queue_delete(SERVICE)
     await channel.close()
     # when the operator replays
-    code, _, err = await cli(capsys, "dlq", "replay", SERVICE, "--all")
+    code, _, err = await run_cli(capsys, "dlq", "replay", SERVICE, "--all")
     # then it fails with a reason and the message is still parked
     assert code == 1
     assert f"no queue '{SERVICE}'" in err
@@ -200,20 +191,20 @@ async def test_purge_asks_refuses_without_a_terminal_and_empties_with_yes(
 
     # without a terminal and without --yes it refuses
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    code, _, err = await cli(capsys, "dlq", "purge", SERVICE)
+    code, _, err = await run_cli(capsys, "dlq", "purge", SERVICE)
     assert code == 2
     assert "--yes" in err
     assert await parked_count(cli_env) == 2
 
     # on a terminal, answering no purges nothing
     monkeypatch.setattr(sys, "stdin", _Tty("n\n"))
-    code, out, _ = await cli(capsys, "dlq", "purge", SERVICE)
+    code, out, _ = await run_cli(capsys, "dlq", "purge", SERVICE)
     assert code == 2
     assert "Purge 2 message(s)" in out
     assert await parked_count(cli_env) == 2
 
     # with --yes it empties the DLQ
-    code, out, _ = await cli(capsys, "dlq", "purge", SERVICE, "--yes")
+    code, out, _ = await run_cli(capsys, "dlq", "purge", SERVICE, "--yes")
     assert code == 0
     assert f"purged 2 message(s) from {SERVICE}.dlq" in out
     assert await parked_count(cli_env) == 0
@@ -229,7 +220,7 @@ async def test_show_reveals_what_an_unparseable_message_held(
     await publish_raw(cli_env, "user.registered", b"{not json", message_id="poison-1")
     await eventually(lambda: parked_count(cli_env), what="poison parked")
     # when the operator looks at it
-    code, out, _ = await cli(capsys, "dlq", "show", SERVICE, "--json")
+    code, out, _ = await run_cli(capsys, "dlq", "show", SERVICE, "--json")
     # then they see its id, the parse error, the original routing key and the raw body
     assert code == 0
     [parked] = json.loads(out)["shown"]
@@ -239,7 +230,7 @@ async def test_show_reveals_what_an_unparseable_message_held(
     assert parked["attempts"] == 1
     assert "ValidationError" in parked["error"]
     assert parked["body"] == "{not json"
-    code, out, _ = await cli(capsys, "dlq", "show", SERVICE)
+    code, out, _ = await run_cli(capsys, "dlq", "show", SERVICE)
     assert "body '{not json'" in out
     await consumer.stop()
 
@@ -247,7 +238,7 @@ async def test_show_reveals_what_an_unparseable_message_held(
 async def test_show_of_an_unknown_service_fails_with_a_hint(
     cli_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = await cli(capsys, "dlq", "show", "no-such-service")
+    code, _, err = await run_cli(capsys, "dlq", "show", "no-such-service")
     assert code == 1
     assert "no queue 'no-such-service.dlq'" in err
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import pytest
 
 from events.bus import Broker
-from events.cli import main
 from events.contracts import OrderCreated, OrderLine
 from events.store import Store, Tx
+from tests.support.helpers import run_cli
 
 
 def order(n: int) -> OrderCreated:
@@ -30,13 +29,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, mongodb_url: str, db_prefix: str) -
     monkeypatch.setenv("MONGODB_URL", mongodb_url)
     monkeypatch.setenv("MONGODB_DB_PREFIX", db_prefix)
     return db_prefix
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def store_for(mongo: Any, prefix: str, service: str) -> Store:
@@ -59,7 +51,7 @@ async def test_status_reports_pending_events_and_the_oldest_age_per_service(
     await orders.transaction(place)
 
     # when the operator asks for the outbox status
-    code, out, _ = await cli(capsys, "outbox", "status", "--json")
+    code, out, _ = await run_cli(capsys, "outbox", "status", "--json")
 
     # then every service is listed: orders with its backlog, users empty, payments without
     # an outbox (its database was never created here)
@@ -72,7 +64,7 @@ async def test_status_reports_pending_events_and_the_oldest_age_per_service(
     assert rows["users"]["pending"] == 0
     assert rows["payments"]["pending"] is None
 
-    code, out, _ = await cli(capsys, "outbox", "status", "--service", "orders")
+    code, out, _ = await run_cli(capsys, "outbox", "status", "--service", "orders")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["SERVICE", "DATABASE", "PENDING", "OLDEST", "PENDING"]
@@ -82,7 +74,7 @@ async def test_status_reports_pending_events_and_the_oldest_age_per_service(
 
     # when the relay has published them, the backlog is gone
     assert await orders.outbox.publish_pending(broker) == 2
-    code, out, _ = await cli(capsys, "outbox", "status", "--service", "orders", "--json")
+    code, out, _ = await run_cli(capsys, "outbox", "status", "--service", "orders", "--json")
     assert json.loads(out)[0]["pending"] == 0
 
 
@@ -90,6 +82,6 @@ async def test_status_without_a_database_fails_with_a_hint(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MONGODB_URL", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300")
-    code, _, err = await cli(capsys, "outbox", "status")
+    code, _, err = await run_cli(capsys, "outbox", "status")
     assert code == 1
     assert "cannot reach MongoDB" in err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import pytest
 
+from events.cli import main
 from events.contracts import CONTENT_TYPE, EXCHANGE, CloudEvent, Event
 
 
@@ -69,3 +72,12 @@ async def queue_messages(url: str, queue: str) -> list[aio_pika.abc.AbstractInco
         for message in out:
             await message.nack(requeue=True)
     return out
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``python -m events <argv>`` in-process (in a thread: main() runs its own loop);
+    returns the exit code and what it printed to stdout and stderr."""
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
