@@ -50,4 +50,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = yield
     setattr(item, "rep_" + report.when, report)
     return report
-
