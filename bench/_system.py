@@ -105,7 +105,12 @@ def secantus(workdir: Path) -> Iterator[tuple[str, int]]:
         )
     try:
         wait_for_port(port)
-        yield f"mongodb://127.0.0.1:{port}/", proc.pid
+        # SecantusDB keeps a record of every retryable write for 30 minutes, at most
+        # 10,000; past that cap each new one sorts the whole table under a global lock
+        # (secantus/transactions.py, _prune_retryable_locked) and the server slows down
+        # ~50x: the 10k-order run collapsed after ~3k orders. Transactions do not need
+        # retryable writes, and on localhost a benchmark has no network blips to retry.
+        yield f"mongodb://127.0.0.1:{port}/?retryWrites=false", proc.pid
     finally:
         _stop(proc)
 

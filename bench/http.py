@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "--label", default="", help="a note saved with the results (e.g. 'before: no uvloop')"
     )
     args = parser.parse_args(argv)
+    # A SIGTERM (or a CI timeout) still stops the services and removes the vhost.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.duration, args.rounds = 2.0, 1
     out_name = args.out or (None if args.smoke else "http.json")

@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -538,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs folder")
     args = parser.parse_args(argv)
+    # A SIGTERM (or a CI timeout) still stops the services and removes the vhost.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.max_seconds, args.rate_seconds, args.drain_timeout = 6.0, 5.0, 60.0
         if args.orders == "1000,10000":
