@@ -286,6 +286,11 @@ class Bench:
         await quiet(self.services.amqp_url, timeout)
         return time.time()
 
+    def checkpoint(self) -> None:
+        """Save what is measured so far: a run stopped later still leaves its figures."""
+        if self.args.out_name:
+            save_json(self.args.out_name, {**header(self.args), **self.results, "complete": False})
+
     def db_ops(self) -> int:
         counters = self.db.admin.command("serverStatus")["opcounters"]
         return sum(int(v) for v in counters.values())
@@ -390,6 +395,7 @@ class Bench:
                 "samples": samples,
             }
             self.results["cost"].append(row)
+            self.checkpoint()
             print(
                 f"  {row['cpu_ms_per_order']} ms CPU/order over six services "
                 f"({row['cpu_ms_per_order_idle_corrected']} without idle); "
@@ -452,7 +458,9 @@ async def run(args: argparse.Namespace, services: Services, sink: SmtpSink, db_p
                 shop = Shop(client, services.orders_url, tokens, products)
                 bench = Bench(args, services, sink, obs, shop, db_pid, db)
                 top = await bench.max_rate()
+                bench.checkpoint()
                 await bench.fixed_rates(top)
+                bench.checkpoint()
                 await bench.cost(max(0.5, top * args.cost_fraction))
         finally:
             await connection.close()
@@ -470,7 +478,10 @@ def _sync(
 
 
 def print_tables(results: dict[str, Any]) -> None:
-    m = results["max"]
+    m = results.get("max")
+    if m is None:
+        print("no results yet")
+        return
     print(
         f"\nmax sustained: {m['sustained_per_s']} orders/s "
         f"(HTTP accepted {m['accepted_per_s']}/s with {m['concurrency']} clients)\n"
@@ -480,7 +491,7 @@ def print_tables(results: dict[str, Any]) -> None:
         "| receipt p50/p95/p99 ms | commit→paid p50/p99 ms |"
     )
     print("|---|---:|---:|---|---|---|---|")
-    for r in results["rates"]:
+    for r in results.get("rates", []):
         lat = r["latency_ms"]
         http = f"{lat['http']['p50']:.0f}/{lat['http']['p99']:.0f}" if lat["http"]["n"] else "-"
         c2p = lat["commit_to_paid"]
@@ -494,13 +505,13 @@ def print_tables(results: dict[str, Any]) -> None:
         "(excluded) | DB ops/order |"
     )
     print("|---:|---:|---:|---:|---:|")
-    for c in results["cost"]:
+    for c in results.get("cost", []):
         print(
             f"| {c['orders']:,} | {c['cpu_ms_per_order']} | "
             f"{c['cpu_ms_per_order_idle_corrected']} | {c['db_server_cpu_ms_per_order']} "
             f"| {c['db_ops_per_order']} |"
         )
-    costs = results["cost"]
+    costs = results.get("cost", [])
     if len(costs) >= 2:
         first, last = costs[0], costs[-1]
         ratio = last["cpu_ms_per_order_idle_corrected"] / first["cpu_ms_per_order_idle_corrected"]
@@ -510,6 +521,20 @@ def print_tables(results: dict[str, Any]) -> None:
             f"\ncost per order, {last['orders']:,} vs {first['orders']:,} orders: {ratio:.2f}x "
             f"-> {'flat (within ±20%)' if flat else 'NOT flat (outside ±20%)'}"
         )
+
+
+def header(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "bench": "pipeline",
+        "label": args.label,
+        "machine": args.machine,
+        "load_now": [round(x, 2) for x in os.getloadavg()],
+        "settings": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("keep", "out", "smoke", "machine", "out_name")
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,12 +571,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.orders == "1000,10000":
             args.orders = "50,200"
     args.orders = [int(x) for x in str(args.orders).split(",") if x.strip()]
-    out_name = args.out or (None if args.smoke else "pipeline.json")
+    args.out_name = args.out or (None if args.smoke else "pipeline.json")
 
     if missing := missing_services(SERVICES):
         print(f"services not built yet: {', '.join(missing)}", file=sys.stderr)
         return 2
-    host = machine()
+    host = args.machine = machine()
     print(
         f"machine: {host['nproc']} cores, {host['cpu']}, {host['memory_gib']} GiB, "
         f"load {host['loadavg']}",
@@ -581,20 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     bad_exits = {s: c for s, c in codes.items() if c != 0}
     if bad_exits:
         print(f"\nservices that did not exit 0 on SIGTERM: {bad_exits}")
-    if out_name:
+    if args.out_name:
         path = save_json(
-            out_name,
-            {
-                "bench": "pipeline",
-                "label": args.label,
-                "machine": host,
-                "load_after": [round(x, 2) for x in os.getloadavg()],
-                "settings": {
-                    k: v for k, v in vars(args).items() if k not in ("keep", "out", "smoke")
-                },
-                **results,
-                "exit_codes": codes,
-            },
+            args.out_name, {**header(args), **results, "exit_codes": codes, "complete": True}
         )
         print(f"saved {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
