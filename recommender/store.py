@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from events.store import Document, Store, Tx
@@ -68,24 +68,25 @@ class RecommenderStore(Store):
         self, tx: Tx, order_id: str, user_id: str, products: Sequence[str]
     ) -> bool:
         """Remember what an order holds; learn from it if its payment came first."""
-        order = await self.orders.find_one_and_update(
+        # update + find rather than find_one_and_update: SecantusDB serves the latter on an
+        # existing document with a collection scan (~40 ms at 3k orders; docs/benchmarks.md).
+        await self.orders.update_one(
             {"_id": order_id},
             {"$set": {"user_id": user_id, "products": list(products), "created": True}},
             upsert=True,
-            return_document=ReturnDocument.AFTER,
             session=tx.session,
         )
+        order = await self.orders.find_one({"_id": order_id}, session=tx.session)
         return await self._learn_if_paid(order, tx.session)
 
     async def order_paid(self, tx: Tx, order_id: str) -> bool:
         """Mark an order paid; learn from it if its items are known already."""
-        order = await self.orders.find_one_and_update(
-            {"_id": order_id},
-            {"$set": {"paid": True}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=tx.session,
+        # update + find rather than find_one_and_update: SecantusDB serves the latter on an
+        # existing document with a collection scan (~40 ms at 3k orders; docs/benchmarks.md).
+        await self.orders.update_one(
+            {"_id": order_id}, {"$set": {"paid": True}}, upsert=True, session=tx.session
         )
+        order = await self.orders.find_one({"_id": order_id}, session=tx.session)
         return await self._learn_if_paid(order, tx.session)
 
     async def _learn_if_paid(self, order: Document | None, session: AsyncClientSession) -> bool:
