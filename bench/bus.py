@@ -22,7 +22,7 @@ the last ack (the consumer is already running), so msgs/s = N / that time.
 
 A fresh vhost is used when ``rabbitmqctl`` can reach the broker (deleted afterwards);
 otherwise unique queue names on the URL's vhost. ``AMQP_URL`` selects the broker.
-Never run as a test; the figures go to docs/benchmarks-bus.md.
+Never run as a test; the figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ precision@10 = hidden products found / products recommended (one relevant item e
 most 0.1). Item-CF answers through ``recommender.similarity`` (the functions the service's
 store runs), falling back to popularity exactly as the service does.
 
-Never run as a test; the figures go to docs/benchmarks-recommender.md.
+Never run as a test; the figures go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
