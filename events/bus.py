@@ -406,7 +406,11 @@ class Consumer:
             ):
                 try:
                     with consume_span(self.service, envelope):
-                        await handler(payload, self.ctx)
+                        # Shielded: when the channel dies (broker closes the connection),
+                        # aio-pika cancels the consumer's tasks; work that is half done (a mail
+                        # sent, not yet recorded) must finish, and the redelivery then finds it
+                        # done instead of doing it again.
+                        await asyncio.shield(handler(payload, self.ctx))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
