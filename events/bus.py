@@ -91,6 +91,9 @@ class Delivery:
     attempt: int
     routing_key: str
     traceparent: str | None = None
+    #: The queue the broker dead-lettered this copy from (``x-death``), e.g. the retry
+    #: queue whose TTL expired; None for a first delivery.
+    via: str | None = None
 
 
 _delivery: ContextVar[Delivery | None] = ContextVar("eventshop_delivery", default=None)
@@ -392,6 +395,7 @@ class Consumer:
             attempt=attempt,
             routing_key=routing_key,
             traceparent=envelope.traceparent,
+            via=_dead_lettered_from(headers),
         )
         token = _delivery.set(delivery)
         started = time.perf_counter()
@@ -497,6 +501,15 @@ class Consumer:
                 await message.nack(requeue=True)
             except Exception:
                 log.debug("nack failed", exc_info=True)
+
+
+def _dead_lettered_from(headers: Mapping[str, Any]) -> str | None:
+    """The queue of the newest ``x-death`` entry: where this copy was dead-lettered from."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        queue = deaths[0].get("queue")
+        return str(queue) if queue else None
+    return None
 
 
 def _int(value: object, default: int) -> int:
