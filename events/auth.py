@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,13 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, Any]:
 
 def verify(token: str, keys: Mapping[str, Any], *, issuer: str, audience: str) -> Principal:
     """Verify signature, expiry, audience and issuer; return who the token is for."""
+    return _verify(token, keys, issuer=issuer, audience=audience)[0]
+
+
+def _verify(
+    token: str, keys: Mapping[str, Any], *, issuer: str, audience: str
+) -> tuple[Principal, float]:
+    """:func:`verify`, also returning the token's ``exp`` (epoch seconds)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -78,21 +85,39 @@ def verify(token: str, keys: Mapping[str, Any], *, issuer: str, audience: str) -
     sub, username = claims.get("sub"), claims.get("username")
     if not isinstance(sub, str) or not isinstance(username, str):
         raise InvalidToken("sub and username must be strings")
-    return Principal(user_id=sub, username=username)
+    return Principal(user_id=sub, username=username), float(claims["exp"])
 
 
 class JwksCache:
     """The users service's public keys, fetched from its JWKS URL and cached. An unknown
     ``kid`` triggers a refetch (at most once per ``min_refresh`` seconds), so key rotation
-    works; while the users service is down, the keys already known keep working."""
+    works; while the users service is down, the keys already known keep working.
 
-    def __init__(self, url: str, *, min_refresh: float = 10.0, timeout: float = 3.0) -> None:
+    Tokens that verified are remembered until their ``exp`` (at most ``max_tokens`` of
+    them): a client sends the same token with every request, and the EdDSA check plus
+    PyJWT's parsing was a fifth of a ``GET /orders/{id}`` (docs/benchmarks.md). A token is
+    immutable, so the cached answer is the one a new check would give until it expires;
+    an expired entry is checked again (and refused) like any other token.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_refresh: float = 10.0,
+        timeout: float = 3.0,
+        max_tokens: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.url = url
         self.min_refresh = min_refresh
         self.timeout = timeout
+        self.max_tokens = max_tokens
+        self.clock = clock
         self.keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
 
     async def refresh(self) -> None:
         async with self._lock:
@@ -110,8 +135,29 @@ class JwksCache:
             self.keys.update(fetched)
 
     async def verify(self, token: str, *, issuer: str, audience: str) -> Principal:
+        cache_key = (token, issuer, audience)
+        if (hit := self._verified.get(cache_key)) is not None:
+            if self.clock() < hit[1]:
+                return hit[0]
+            del self._verified[cache_key]
         try:
-            return verify(token, self.keys, issuer=issuer, audience=audience)
+            principal, exp = _verify(token, self.keys, issuer=issuer, audience=audience)
         except UnknownKey:
             await self.refresh()
-            return verify(token, self.keys, issuer=issuer, audience=audience)
+            principal, exp = _verify(token, self.keys, issuer=issuer, audience=audience)
+        self._remember(cache_key, principal, exp)
+        return principal
+
+    @property
+    def remembered(self) -> int:
+        """How many verified tokens are cached now."""
+        return len(self._verified)
+
+    def _remember(self, key: tuple[str, str, str], principal: Principal, exp: float) -> None:
+        if len(self._verified) >= self.max_tokens:
+            now = self.clock()
+            for stale in [k for k, (_, e) in self._verified.items() if e <= now]:
+                del self._verified[stale]
+            while len(self._verified) >= self.max_tokens:  # oldest first (insertion order)
+                del self._verified[next(iter(self._verified))]
+        self._verified[key] = (principal, exp)
