@@ -34,7 +34,8 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool
     ctx: Context = request.app.state.ctx
     return ctx
 

@@ -88,7 +88,8 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 # -- dependencies -----------------------------------------------------------------------------
-def get_accounts(request: Request) -> Accounts:
+async def get_accounts(request: Request) -> Accounts:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool
     accounts: Accounts = request.app.state.accounts
     return accounts
 
