@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -87,24 +88,33 @@ class Outbox:
         """Claim one batch of pending events, publish it with confirms, mark what the broker
         confirmed as sent. Returns how many were published."""
         now = utcnow()
-        ids = [
-            doc["_id"]
+        found = [
+            doc
             async for doc in self.collection.find(
-                {"status": PENDING, "lease_until": {"$lte": now}}, {"_id": 1}
+                {"status": PENDING, "lease_until": {"$lte": now}},
+                {"_id": 1, "body": 1, "routing_key": 1, "created_at": 1},
             )
             .sort("created_at", ASCENDING)
             .limit(self.batch_size)
         ]
-        if not ids:
+        if not found:
             return 0
         token = uuid.uuid4().hex
-        await self.collection.update_many(
-            {"_id": {"$in": ids}, "status": PENDING, "lease_until": {"$lte": now}},
+        claim = await self.collection.update_many(
+            {
+                "_id": {"$in": [doc["_id"] for doc in found]},
+                "status": PENDING,
+                "lease_until": {"$lte": now},
+            },
             {"$set": {"lease_until": now + self.lease, "lease_owner": token}},
         )
-        claimed = [
-            doc async for doc in self.collection.find({"lease_owner": token, "status": PENDING})
-        ]
+        if claim.modified_count == len(found):
+            claimed = found  # all ours: the bodies read above are the ones we hold the lease on
+        else:
+            # Another relay took some of them in between: publish only what we hold.
+            claimed = [
+                doc async for doc in self.collection.find({"lease_owner": token, "status": PENDING})
+            ]
         if not claimed:
             return 0
         envelopes = [
@@ -155,13 +165,19 @@ class Outbox:
         """Publish until cancelled: at once after a commit, every ``poll_seconds`` as a
         safety net (events of a crashed process, another replica's expired lease)."""
         backoff = poll_seconds
+        counted_at = float("-inf")
         while True:
             self._wake.clear()
             try:
-                while await self.publish_pending(broker) > 0:
+                # A short batch means nothing was left; a commit since then has set the
+                # wake flag again, so the next turn of the outer loop comes at once.
+                while await self.publish_pending(broker) >= self.batch_size:
                     pass
                 backoff = poll_seconds
-                METRICS.outbox_backlog.labels(self.source).set(await self.pending_count())
+                if time.monotonic() - counted_at >= poll_seconds:
+                    # The backlog gauge costs a count; once per poll period is enough.
+                    METRICS.outbox_backlog.labels(self.source).set(await self.pending_count())
+                    counted_at = time.monotonic()
             except asyncio.CancelledError:
                 raise
             except (PublishFailed, PyMongoError, OSError, RuntimeError) as exc:

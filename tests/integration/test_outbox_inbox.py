@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from events.bus import Broker, Consumer
 from events.contracts import UserRegistered
@@ -118,6 +119,52 @@ async def test_two_relays_publish_each_event_once(store: Store, amqp_url: str, t
             r.cancel()
         for b in brokers:
             await b.close()
+
+
+class OutboxCommands(monitoring.CommandListener):
+    """The database commands sent about the ``outbox`` collection, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command.get(event.command_name) == "outbox":
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_committed_event_costs_the_relay_three_database_commands(
+    mongodb_url: str, db_prefix: str, broker: Broker, tap: Any
+) -> None:
+    # given a relay that is idle, with the database watched
+    commands = OutboxCommands()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        mongodb_url, event_listeners=[commands], tz_aware=True
+    )
+    store = Store(client, f"{db_prefix}svc", source="/tests")
+    await store.setup()
+    relay = asyncio.create_task(store.outbox.run_relay(broker, poll_seconds=30))
+    try:
+        await eventually(lambda: _is("aggregate" in commands.names), what="first idle pass")
+        commands.names.clear()
+        # when one event commits
+        await register(store, 1)
+        await tap.wait_for("UserRegistered")
+        # then the relay read it with its body, claimed it and marked it sent, and then
+        # waited: no re-read of a batch it fully claimed, no second look after a short batch,
+        # no backlog count per wake-up (the database is the dearest part of an order)
+        expected = ["insert", "find", "update", "update"]
+        await eventually(lambda: _is(len(commands.names) >= len(expected)), what="mark sent")
+        await stays(lambda: _is(commands.names == expected), seconds=0.5)
+    finally:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+        await client.close()
 
 
 async def test_duplicate_delivery_has_one_effect(
