@@ -44,6 +44,7 @@ class Runtime:
         self.rpc_clients: list[RpcClient] = []
         self.outboxes: list[Outbox] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._started = False
 
     @property
@@ -77,6 +78,11 @@ class Runtime:
 
     def relay(self, outbox: Outbox) -> None:
         self.outboxes.append(outbox)
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run ``close`` when stopping, after the consumers have finished their messages
+        (e.g. the notifier's open SMTP connections)."""
+        self._closers.append(close)
 
     def serve_rpc(self, queue: str, handler: RpcHandler) -> RpcServer:
         server = RpcServer(self.broker, queue, handler)
@@ -113,6 +119,11 @@ class Runtime:
             await server.stop()
         for client in self.rpc_clients:
             await client.stop()
+        for close in self._closers:
+            try:
+                await asyncio.wait_for(close(), timeout=5)
+            except Exception:
+                log.warning("a shutdown hook failed", exc_info=True)
         for outbox in self.outboxes:
             # One last flush so events committed just now do not wait for the next start;
             # brief, because the database may be stopping too (honcho stops all at once),

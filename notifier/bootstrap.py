@@ -24,6 +24,7 @@ async def bootstrap(runtime: Runtime) -> None:
         tls=settings.smtp_tls,
         timeout=settings.smtp_timeout,
     )
+    runtime.on_stop(mailer.close)
     context = Context(
         store=store,
         composer=Composer(settings.smtp_from),

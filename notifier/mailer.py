@@ -123,6 +123,16 @@ class MailRejected(BadMessage):
 
 
 class SmtpMailer:
+    """Sends through a small pool of kept-open SMTP connections.
+
+    A connection per mail costs a TCP handshake, the greeting, EHLO (and STARTTLS and AUTH
+    when configured) and QUIT on top of MAIL/RCPT/DATA; the notifier sends two mails per
+    order. At most ``max_connections`` are open at once (one per concurrent send); an idle
+    one the relay has closed (its idle timeout, a restart) is noticed and replaced before
+    it is used. A connection that saw any error is dropped, never reused, so a failed send
+    leaves nothing half-done on it for the next mail.
+    """
+
     def __init__(
         self,
         host: str,
@@ -133,6 +143,7 @@ class SmtpMailer:
         starttls: bool = False,
         tls: bool = False,
         timeout: float = 10.0,
+        max_connections: int = 4,
     ) -> None:
         self.host = host
         self.port = port
@@ -141,25 +152,67 @@ class SmtpMailer:
         self.starttls = starttls
         self.tls = tls
         self.timeout = timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self.opened = 0  # connections opened so far (read by tests and benchmarks)
+
+    @property
+    def idle(self) -> tuple[aiosmtplib.SMTP, ...]:
+        """The open connections waiting for the next mail."""
+        return tuple(self._idle)
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            smtp = self._idle.pop()
+            if smtp.is_connected:
+                return smtp
+            smtp.close()
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.tls,
+            start_tls=self.starttls,
+            timeout=self.timeout,
+        )
+        await smtp.connect()
+        self.opened += 1
+        return smtp
 
     async def send(self, message: EmailMessage) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                await aiosmtplib.send(
-                    message,
-                    hostname=self.host,
-                    port=self.port,
-                    username=self.username,
-                    password=self.password,
-                    use_tls=self.tls,
-                    start_tls=self.starttls,
-                    timeout=self.timeout,
-                )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            if all(r.code >= 500 for r in exc.recipients):
-                raise MailRejected(f"relay refused the recipient: {exc}") from exc
-            raise
-        except aiosmtplib.SMTPDataError as exc:
-            if exc.code >= 500:
-                raise MailRejected(f"relay refused the message: {exc}") from exc
-            raise
+        async with self._slots:
+            smtp: aiosmtplib.SMTP | None = None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    smtp = await self._connection()
+                    await smtp.send_message(message)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                _drop(smtp)
+                if all(r.code >= 500 for r in exc.recipients):
+                    raise MailRejected(f"relay refused the recipient: {exc}") from exc
+                raise
+            except aiosmtplib.SMTPDataError as exc:
+                _drop(smtp)
+                if exc.code >= 500:
+                    raise MailRejected(f"relay refused the message: {exc}") from exc
+                raise
+            except BaseException:
+                _drop(smtp)
+                raise
+            self._idle.append(smtp)
+
+    async def close(self) -> None:
+        """Say QUIT on the idle connections (the service is stopping)."""
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                async with asyncio.timeout(2):
+                    await smtp.quit()
+            except Exception:
+                smtp.close()
+
+
+def _drop(smtp: aiosmtplib.SMTP | None) -> None:
+    if smtp is not None:
+        smtp.close()
