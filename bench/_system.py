@@ -181,6 +181,9 @@ class Services:
     db_prefix: str = field(default_factory=lambda: f"bench_{uuid.uuid4().hex[:6]}_")
     metrics_ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: the source tree the services run from: this checkout, or another commit's copy
+    #: (``git worktree add``) to compare two versions in one run
+    tree: Path = ROOT
 
     @property
     def users_url(self) -> str:
@@ -222,7 +225,7 @@ class Services:
             with open(self.logdir / f"{service}.log", "ab") as log:
                 self.procs[service] = subprocess.Popen(
                     [sys.executable, "-m", module or service],
-                    cwd=ROOT,
+                    cwd=self.tree,
                     env=self.env(service),
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -260,8 +263,8 @@ class Services:
         return {name: _stop(proc) for name, proc in self.procs.items()}
 
 
-def missing_services(services: Iterable[str] = SERVICES) -> list[str]:
-    return [s for s in services if not (ROOT / s / "__main__.py").exists()]
+def missing_services(services: Iterable[str] = SERVICES, tree: Path = ROOT) -> list[str]:
+    return [s for s in services if not (tree / s / "__main__.py").exists()]
 
 
 @contextlib.contextmanager

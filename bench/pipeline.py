@@ -26,6 +26,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -457,11 +458,14 @@ async def run(args: argparse.Namespace, services: Services, sink: SmtpSink, db_p
             with MongoClient(services.mongodb_url) as db:
                 shop = Shop(client, services.orders_url, tokens, products)
                 bench = Bench(args, services, sink, obs, shop, db_pid, db)
-                top = await bench.max_rate()
-                bench.checkpoint()
-                await bench.fixed_rates(top)
-                bench.checkpoint()
-                await bench.cost(max(0.5, top * args.cost_fraction))
+                if args.cost_only:
+                    await bench.cost(args.cost_only)
+                else:
+                    top = await bench.max_rate()
+                    bench.checkpoint()
+                    await bench.fixed_rates(top)
+                    bench.checkpoint()
+                    await bench.cost(max(0.5, top * args.cost_fraction))
         finally:
             await connection.close()
     bench.results["http_errors"] = obs.http_errors
@@ -479,13 +483,14 @@ def _sync(
 
 def print_tables(results: dict[str, Any]) -> None:
     m = results.get("max")
-    if m is None:
+    if m is None and not results.get("cost"):
         print("no results yet")
         return
-    print(
-        f"\nmax sustained: {m['sustained_per_s']} orders/s "
-        f"(HTTP accepted {m['accepted_per_s']}/s with {m['concurrency']} clients)\n"
-    )
+    if m is not None:
+        print(
+            f"\nmax sustained: {m['sustained_per_s']} orders/s "
+            f"(HTTP accepted {m['accepted_per_s']}/s with {m['concurrency']} clients)\n"
+        )
     print(
         "| load | orders/s | orders | HTTP p50/p99 ms | paid p50/p95/p99 ms "
         "| receipt p50/p95/p99 ms | commit→paid p50/p99 ms |"
@@ -529,12 +534,33 @@ def header(args: argparse.Namespace) -> dict[str, Any]:
         "label": args.label,
         "machine": args.machine,
         "load_now": [round(x, 2) for x in os.getloadavg()],
+        "commit": _commit(args.tree or Path.cwd()),
         "settings": {
-            k: v
+            k: str(v) if isinstance(v, Path) else v
             for k, v in vars(args).items()
             if k not in ("keep", "out", "smoke", "machine", "out_name")
         },
     }
+
+
+def _commit(tree: Path) -> str | None:
+    """The commit the services ran from (with "+dirty" for uncommitted changes)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,6 +589,19 @@ def main(argv: list[str] | None = None) -> int:
         help="extra environment for all services, or one (e.g. recommender:PREFETCH=1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs folder")
+    parser.add_argument(
+        "--cost-only",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="only the cost runs, at RATE orders/s (for before/after comparisons)",
+    )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=None,
+        help="run the services from this source tree (e.g. a git worktree of another commit)",
+    )
     args = parser.parse_args(argv)
     # A SIGTERM (or a CI timeout) still stops the services and removes the vhost.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -573,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     args.orders = [int(x) for x in str(args.orders).split(",") if x.strip()]
     args.out_name = args.out or (None if args.smoke else "pipeline.json")
 
-    if missing := missing_services(SERVICES):
+    tree = args.tree.resolve() if args.tree else None
+    if missing := missing_services(SERVICES, *([tree] if tree else [])):
         print(f"services not built yet: {', '.join(missing)}", file=sys.stderr)
         return 2
     host = args.machine = machine()
@@ -589,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         SmtpSink() as sink,
     ):
         services = Services(amqp, mongodb_url, wd, smtp_port=sink.port)
+        if tree:
+            services.tree = tree
         for item in args.env:
             key, _, value = item.partition("=")
             target, _, name = key.rpartition(":")
