@@ -5,8 +5,12 @@ run by wrk (an external load generator, one thread, keep-alive connections).
 
     uv run python -m bench.http            # 3 rounds of 10 s per target, results saved
     uv run python -m bench.http --smoke    # 1 round of 2 s, nothing saved (CI-sized)
+    uv run python -m bench.http --baseline ../before   # also another commit's services
 
-Prints req/s, p50, p99 and the ratio ours/bare (the goal for POST is >= 0.5).
+Prints req/s, p50, p99 and the ratio ours/bare (the goal for POST is >= 0.5). With
+``--baseline TREE`` (e.g. ``git worktree add ../before <commit>``) that tree's users and
+orders run beside ours, on their own database, in the same rounds: before/after figures
+taken under the same load.
 """
 
 from __future__ import annotations
@@ -147,13 +151,14 @@ def table(summary: list[Run]) -> str:
     return "\n".join(rows)
 
 
-def ratios(summary: list[Run]) -> dict[str, float]:
+def ratios(summary: list[Run], versus: str = "bare") -> dict[str, float]:
+    """req/s of eventshop divided by that of ``versus`` ("bare" or "baseline")."""
     by = {(r.target, r.server): r for r in summary}
     out = {}
     for target in dict.fromkeys(r.target for r in summary):
-        ours, bare = by.get((target, "eventshop")), by.get((target, "bare"))
-        if ours and bare and bare.rps:
-            out[target] = ours.rps / bare.rps
+        ours, other = by.get((target, "eventshop")), by.get((target, versus))
+        if ours and other and other.rps:
+            out[target] = ours.rps / other.rps
     return out
 
 
@@ -165,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="1 round of 2 s; saves nothing")
     parser.add_argument("--out", type=str, default=None, help="results file in docs/bench-results")
     parser.add_argument("--keep", action="store_true", help="keep the logs folder")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also run users and orders from this source tree (another commit), same rounds",
+    )
     parser.add_argument(
         "--label", default="", help="a note saved with the results (e.g. 'before: no uvloop')"
     )
@@ -181,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing := missing_services(("users", "orders")):
         print(f"services not built yet: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.baseline and (missing := missing_services(("users", "orders"), args.baseline)):
+        print(f"not in {args.baseline}: {', '.join(missing)}", file=sys.stderr)
+        return 2
 
     host = machine()
     print(
@@ -190,15 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     with workdir(keep=args.keep) as wd, secantus(wd) as (mongodb_url, db_pid), vhost() as amqp:
         services = Services(amqp, mongodb_url, wd)
         services.start(("users", "orders"))
+        targets = {"eventshop": services}
+        if args.baseline:
+            (wd / "baseline").mkdir()
+            base = Services(amqp, mongodb_url, wd / "baseline", tree=args.baseline.resolve())
+            base.start(("users", "orders"))
+            targets["baseline"] = base
         bare_port = free_port()
         bare = Services(amqp, mongodb_url, wd, extra_env={"BARE_PORT": str(bare_port)})
         bare.start(("bare",), module="bench.bare_app")
         try:
-            services.wait_ready()
+            for svc in targets.values():
+                svc.wait_ready()
             wait_for_port(bare_port)
-            summary = run_all(args, wd, services, bare_port, bare.pids()["bare"], db_pid)
+            summary = run_all(args, wd, targets, bare_port, bare.pids()["bare"], db_pid)
         finally:
-            services.stop_all()
+            for svc in targets.values():
+                svc.stop_all()
             bare.stop_all()
             if args.keep:
                 print(f"logs in {wd}")
@@ -211,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         goal = " (goal >= 0.5)" if target.startswith("POST") else ""
         verdict = "" if not goal else ("  MET" if ratio >= 0.5 else "  NOT MET")
         print(f"ratio ours/bare, {target}: {ratio:.2f}{goal}{verdict}")
+    against_base = ratios(summary, versus="baseline")
+    for target, ratio in against_base.items():
+        print(f"ratio ours/baseline, {target}: {ratio:.2f}  (baseline: {args.baseline})")
     if out_name:
         path = save_json(
             out_name,
@@ -225,22 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds": args.rounds,
                     "wrk_threads": 1,
                 },
+                "baseline": str(args.baseline) if args.baseline else None,
                 "results": [asdict(r) for r in summary],
                 "ratios": found,
+                "ratios_vs_baseline": against_base,
             },
         )
         print(f"saved {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 
 
-def run_all(
-    args: argparse.Namespace,
-    wd: Path,
-    services: Services,
-    bare_port: int,
-    bare_pid: int,
-    db_pid: int,
-) -> list[Run]:
+def _first_order(services: Services) -> tuple[str, dict[str, Any], str]:
+    """Register a user on ``services``, place one order; (token, order body, order id)."""
     token = register(services.users_url, f"bench_http_{int(time.time())}")
     with httpx.Client(timeout=30) as client:
         products = client.get(f"{services.orders_url}/products").json()
@@ -255,30 +276,42 @@ def run_all(
         )
         if placed.status_code != 201:
             raise SystemExit(f"POST /orders answered {placed.status_code}: {placed.text}")
-        order_id = placed.json()["id"]
+    return token, body, str(placed.json()["id"])
 
-    scripts = {
-        "post-ours": lua("POST", token, body),
-        "post-bare": lua("POST", None, body),
-        "get-ours": lua("GET", token, None),
-        "get-bare": lua("GET", None, None),
-    }
-    paths = {}
-    for name, text in scripts.items():
-        paths[name] = wd / f"{name}.lua"
-        paths[name].write_text(text)
 
-    ours = services.orders_url
+def run_all(
+    args: argparse.Namespace,
+    wd: Path,
+    targets: dict[str, Services],
+    bare_port: int,
+    bare_pid: int,
+    db_pid: int,
+) -> list[Run]:
+    one_order = {target: _first_order(svc) for target, svc in targets.items()}
+    body = next(iter(one_order.values()))[1]
+    paths: dict[str, Path] = {}
+    for method in ("POST", "GET"):
+        paths[f"{method}-bare"] = wd / f"{method.lower()}-bare.lua"
+        paths[f"{method}-bare"].write_text(lua(method, None, body if method == "POST" else None))
+        for name, (token, order_body, _) in one_order.items():
+            paths[f"{method}-{name}"] = wd / f"{method.lower()}-{name}.lua"
+            paths[f"{method}-{name}"].write_text(
+                lua(method, token, order_body if method == "POST" else None)
+            )
+
+    def path(method: str, order_id: str) -> str:
+        return "/orders" if method == "POST" else f"/orders/{order_id}"
+
     bare = f"http://127.0.0.1:{bare_port}"
-    ours_pids = {"orders": services.pids()["orders"], "secantusdb": db_pid}
-    bare_pids = {"bare": bare_pid}
-    one = f"/orders/{order_id}"
-    plan = [
-        ("POST /orders", "bare", f"{bare}/orders", paths["post-bare"], bare_pids),
-        ("POST /orders", "eventshop", f"{ours}/orders", paths["post-ours"], ours_pids),
-        ("GET /orders/{id}", "bare", f"{bare}{one}", paths["get-bare"], bare_pids),
-        ("GET /orders/{id}", "eventshop", f"{ours}{one}", paths["get-ours"], ours_pids),
-    ]
+    ours_id = one_order["eventshop"][2]
+    plan: list[tuple[str, str, str, Path, dict[str, int]]] = []
+    for method, target in (("POST", "POST /orders"), ("GET", "GET /orders/{id}")):
+        bare_url = bare + path(method, ours_id)
+        plan.append((target, "bare", bare_url, paths[f"{method}-bare"], {"bare": bare_pid}))
+        for name, svc in targets.items():
+            url = svc.orders_url + path(method, one_order[name][2])
+            pids = {"orders": svc.pids()["orders"], "secantusdb": db_pid}
+            plan.append((target, name, url, paths[f"{method}-{name}"], pids))
 
     runs: dict[tuple[str, str], list[Run]] = {}
     warm = min(2.0, args.duration)
