@@ -23,6 +23,7 @@ async def bootstrap(runtime: Runtime) -> None:
         starttls=settings.smtp_starttls,
         tls=settings.smtp_tls,
         timeout=settings.smtp_timeout,
+        max_connections=settings.prefetch,
     )
     runtime.on_stop(mailer.close)
     context = Context(

@@ -127,10 +127,12 @@ class SmtpMailer:
 
     A connection per mail costs a TCP handshake, the greeting, EHLO (and STARTTLS and AUTH
     when configured) and QUIT on top of MAIL/RCPT/DATA; the notifier sends two mails per
-    order. At most ``max_connections`` are open at once (one per concurrent send); an idle
-    one the relay has closed (its idle timeout, a restart) is noticed and replaced before
-    it is used. A connection that saw any error is dropped, never reused, so a failed send
-    leaves nothing half-done on it for the next mail.
+    order. At most ``max_connections`` are open at once (the notifier passes its prefetch,
+    so a message in hand never waits for a connection); the wait for one counts against
+    ``timeout``, which bounds the whole send as the notice's claim lease expects. An idle
+    connection the relay has closed (its idle timeout, a restart) is noticed and replaced
+    before it is used. A connection that saw any error is dropped, never reused, so a
+    failed send leaves nothing half-done on it for the next mail.
     """
 
     def __init__(
@@ -176,17 +178,20 @@ class SmtpMailer:
             start_tls=self.starttls,
             timeout=self.timeout,
         )
-        await smtp.connect()
+        try:
+            await smtp.connect()
+        except BaseException:
+            smtp.close()
+            raise
         self.opened += 1
         return smtp
 
     async def send(self, message: EmailMessage) -> None:
-        async with self._slots:
-            smtp: aiosmtplib.SMTP | None = None
+        smtp: aiosmtplib.SMTP | None = None
+        async with asyncio.timeout(self.timeout), self._slots:
             try:
-                async with asyncio.timeout(self.timeout):
-                    smtp = await self._connection()
-                    await smtp.send_message(message)
+                smtp = await self._connection()
+                await smtp.send_message(message)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 _drop(smtp)
                 if all(r.code >= 500 for r in exc.recipients):
