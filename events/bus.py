@@ -30,6 +30,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from events import logs as elog
@@ -356,14 +357,20 @@ class Consumer:
             await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        try:
-            await self._process(message)
-        finally:
-            if task is not None:
-                self._in_flight.discard(task)
+        """Handle each message in a task of our own, and return at once. aio-pika runs
+        this callback in tasks its channel cancels when the channel dies (the broker
+        closed the connection); work half done there (a mail sent, not yet recorded) must
+        finish, so the redelivery finds it done instead of doing it again. Our task is
+        not the channel's to cancel; ``_process`` then neither acks nor settles on the
+        dead channel."""
+        task = asyncio.get_running_loop().create_task(self._process(message))
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("message handling failed outside the handler: %r", exc, exc_info=exc)
 
     def _resolve(self, envelope: CloudEvent) -> tuple[Any, Handler]:
         entry = self._by_type.get(envelope.type)
@@ -410,14 +417,17 @@ class Consumer:
             ):
                 try:
                     with consume_span(self.service, envelope):
-                        # Shielded: when the channel dies (broker closes the connection),
-                        # aio-pika cancels the consumer's tasks; work that is half done (a mail
-                        # sent, not yet recorded) must finish, and the redelivery then finds it
-                        # done instead of doing it again.
-                        await asyncio.shield(handler(payload, self.ctx))
+                        await handler(payload, self.ctx)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    if _channel_gone(message):
+                        log.warning(
+                            "handler failed after the channel closed (%r); the broker "
+                            "redelivers the message",
+                            exc,
+                        )
+                        return
                     park = attempt >= self.max_attempts or isinstance(exc, BadMessage)
                     if park:
                         log.error(
@@ -439,6 +449,11 @@ class Consumer:
                     await self._settle(
                         message, routing_key, attempt, exc, park=park, event_type=envelope.type
                     )
+                    return
+                if _channel_gone(message):
+                    # Handled, but the channel it came on is gone: the broker redelivers
+                    # it, and the handler's idempotency makes that a no-op.
+                    log.warning("handled after the channel closed; the broker redelivers it")
                     return
                 await message.ack()
                 METRICS.consumed(self.service, envelope.type, time.perf_counter() - started)
@@ -501,6 +516,14 @@ class Consumer:
                 await message.nack(requeue=True)
             except Exception:
                 log.debug("nack failed", exc_info=True)
+
+
+def _channel_gone(message: AbstractIncomingMessage) -> bool:
+    """The channel ``message`` came on is closed: it can be neither acked nor settled."""
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
 
 
 def _dead_lettered_from(headers: Mapping[str, Any]) -> str | None:

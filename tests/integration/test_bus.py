@@ -243,6 +243,46 @@ async def test_consumer_resumes_after_broker_drops_the_connection(amqp_url: str)
     await proxy.stop()
 
 
+async def test_handler_in_hand_finishes_when_the_connection_dies_and_is_redelivered(
+    amqp_url: str,
+) -> None:
+    # given a handler in the middle of its work (say, the mail is sent, not yet recorded)
+    proxy = TcpProxy(*target_of(amqp_url))
+    await proxy.start()
+    broker = Broker(via_proxy(amqp_url, proxy.port), name="dies-mid-handler")
+    await broker.connect(attempts=3)
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[int] = []
+    finished: list[int] = []
+
+    async def slow(event: UserRegistered, ctx: Any) -> None:
+        calls.append(len(calls) + 1)
+        started.set()
+        await release.wait()
+        finished.append(calls[-1])
+
+    name = service_name()
+    consumer = Consumer(broker, name, {UserRegistered: slow}, None)
+    await consumer.start()
+    await publish_event(amqp_url, user(1))
+    await asyncio.wait_for(started.wait(), 10)
+    # when the broker connection dies under it
+    proxy.cut()
+    await eventually(lambda: _not(consumer.is_healthy()), what="consumer notices the cut")
+    release.set()
+    # then the work in hand is not cancelled half way: it finishes
+    await eventually(lambda: _async(finished == [1]), what="the first call to finish")
+    # and, since it could not be acked, the broker hands it over again after the reconnect
+    proxy.restore()
+    await eventually(lambda: _async(finished == [1, 2]), timeout=30, what="the redelivery")
+    # neither copy was sent to a retry queue or parked
+    assert await queue_messages(amqp_url, f"{name}.dlq") == []
+    assert await queue_messages(amqp_url, retry_queue_name(name, consumer.retry_delays[0])) == []
+    await consumer.stop()
+    await broker.close()
+    await proxy.stop()
+
+
 async def test_stop_lets_the_message_in_hand_finish(broker: Broker, amqp_url: str) -> None:
     started, release, finished = asyncio.Event(), asyncio.Event(), []
 
