@@ -421,13 +421,6 @@ class Consumer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if _channel_gone(message):
-                        log.warning(
-                            "handler failed after the channel closed (%r); the broker "
-                            "redelivers the message",
-                            exc,
-                        )
-                        return
                     park = attempt >= self.max_attempts or isinstance(exc, BadMessage)
                     if park:
                         log.error(
@@ -476,8 +469,13 @@ class Consumer:
         """Move a failed message on (to a retry queue or the DLQ), then ack it.
 
         Publish first, ack second: a crash in between delivers it twice, which the
-        consumers' idempotency absorbs; the other order could lose it.
+        consumers' idempotency absorbs; the other order could lose it. On a channel that
+        has died there is nothing to ack: the broker redelivers the message, so it is
+        not moved on (that would make a second copy).
         """
+        if _channel_gone(message):
+            log.warning("the channel closed while handling; the broker redelivers the message")
+            return
         headers = {k: v for k, v in (message.headers or {}).items() if k not in ("x-death",)}
         headers.update(
             {

@@ -243,8 +243,9 @@ async def test_consumer_resumes_after_broker_drops_the_connection(amqp_url: str)
     await proxy.stop()
 
 
+@pytest.mark.parametrize("first_call", ["succeeds", "fails"])
 async def test_handler_in_hand_finishes_when_the_connection_dies_and_is_redelivered(
-    amqp_url: str,
+    amqp_url: str, first_call: str
 ) -> None:
     # given a handler in the middle of its work (say, the mail is sent, not yet recorded)
     proxy = TcpProxy(*target_of(amqp_url))
@@ -256,28 +257,33 @@ async def test_handler_in_hand_finishes_when_the_connection_dies_and_is_redelive
     finished: list[int] = []
 
     async def slow(event: UserRegistered, ctx: Any) -> None:
-        calls.append(len(calls) + 1)
+        me = len(calls) + 1
+        calls.append(me)
         started.set()
         await release.wait()
-        finished.append(calls[-1])
+        finished.append(me)
+        if first_call == "fails" and me == 1:
+            raise RuntimeError("failed after the connection died")
 
     name = service_name()
-    consumer = Consumer(broker, name, {UserRegistered: slow}, None)
+    consumer = Consumer(broker, name, {UserRegistered: slow}, None, retry_delays=TEST_RETRY_DELAYS)
     await consumer.start()
     await publish_event(amqp_url, user(1))
     await asyncio.wait_for(started.wait(), 10)
-    # when the broker connection dies under it
+    # when the broker connection dies under it, and is back before the handler is done
     proxy.cut()
     await eventually(lambda: _not(consumer.is_healthy()), what="consumer notices the cut")
-    release.set()
-    # then the work in hand is not cancelled half way: it finishes
-    await eventually(lambda: _async(finished == [1]), what="the first call to finish")
-    # and, since it could not be acked, the broker hands it over again after the reconnect
     proxy.restore()
-    await eventually(lambda: _async(finished == [1, 2]), timeout=30, what="the redelivery")
-    # neither copy was sent to a retry queue or parked
+    await eventually(lambda: consumer.is_healthy(), timeout=30, what="reconnect")
+    # (the broker hands the unacked message over again at once)
+    await eventually(lambda: _async(calls == [1, 2]), timeout=30, what="the redelivery")
+    release.set()
+    # then the first call was not cancelled half way: both run to their end
+    await eventually(lambda: _async(sorted(finished) == [1, 2]), what="both calls to finish")
+    # and the first, whose channel is gone, was neither acked nor moved to a retry queue:
+    # one message, one redelivery, no third call
+    await stays(lambda: _async(calls == [1, 2]), seconds=1.5)
     assert await queue_messages(amqp_url, f"{name}.dlq") == []
-    assert await queue_messages(amqp_url, retry_queue_name(name, consumer.retry_delays[0])) == []
     await consumer.stop()
     await broker.close()
     await proxy.stop()
