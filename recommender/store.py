@@ -68,23 +68,20 @@ class RecommenderStore(Store):
         self, tx: Tx, order_id: str, user_id: str, products: Sequence[str]
     ) -> bool:
         """Remember what an order holds; learn from it if its payment came first."""
-        # update + find rather than find_one_and_update: SecantusDB serves the latter on an
-        # existing document with a collection scan (~40 ms at 3k orders; docs/benchmarks.md).
-        await self.orders.update_one(
-            {"_id": order_id},
-            {"$set": {"user_id": user_id, "products": list(products), "created": True}},
-            upsert=True,
-            session=tx.session,
-        )
-        order = await self.orders.find_one({"_id": order_id}, session=tx.session)
-        return await self._learn_if_paid(order, tx.session)
+        fields = {"user_id": user_id, "products": list(products), "created": True}
+        return await self._note(tx, order_id, fields)
 
     async def order_paid(self, tx: Tx, order_id: str) -> bool:
         """Mark an order paid; learn from it if its items are known already."""
+        return await self._note(tx, order_id, {"paid": True})
+
+    async def _note(self, tx: Tx, order_id: str, fields: Document) -> bool:
+        """Set ``fields`` on the order (created if new), then learn from it once both its
+        items and its payment are known, whichever came first."""
         # update + find rather than find_one_and_update: SecantusDB serves the latter on an
         # existing document with a collection scan (~40 ms at 3k orders; docs/benchmarks.md).
         await self.orders.update_one(
-            {"_id": order_id}, {"$set": {"paid": True}}, upsert=True, session=tx.session
+            {"_id": order_id}, {"$set": fields}, upsert=True, session=tx.session
         )
         order = await self.orders.find_one({"_id": order_id}, session=tx.session)
         return await self._learn_if_paid(order, tx.session)
