@@ -187,23 +187,26 @@ class SmtpMailer:
         return smtp
 
     async def send(self, message: EmailMessage) -> None:
+        try:
+            await self._send(message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            if all(r.code >= 500 for r in exc.recipients):
+                raise MailRejected(f"relay refused the recipient: {exc}") from exc
+            raise
+        except aiosmtplib.SMTPDataError as exc:
+            if exc.code >= 500:
+                raise MailRejected(f"relay refused the message: {exc}") from exc
+            raise
+
+    async def _send(self, message: EmailMessage) -> None:
         smtp: aiosmtplib.SMTP | None = None
         async with asyncio.timeout(self.timeout), self._slots:
             try:
                 smtp = await self._connection()
                 await smtp.send_message(message)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                _drop(smtp)
-                if all(r.code >= 500 for r in exc.recipients):
-                    raise MailRejected(f"relay refused the recipient: {exc}") from exc
-                raise
-            except aiosmtplib.SMTPDataError as exc:
-                _drop(smtp)
-                if exc.code >= 500:
-                    raise MailRejected(f"relay refused the message: {exc}") from exc
-                raise
             except BaseException:
-                _drop(smtp)
+                if smtp is not None:
+                    smtp.close()  # never reused after an error
                 raise
             self._idle.append(smtp)
 
@@ -216,8 +219,3 @@ class SmtpMailer:
                     await smtp.quit()
             except Exception:
                 smtp.close()
-
-
-def _drop(smtp: aiosmtplib.SMTP | None) -> None:
-    if smtp is not None:
-        smtp.close()
